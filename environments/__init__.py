@@ -1,0 +1,1 @@
+"""Docker runtime for the blue and green environments, and the reference model image."""

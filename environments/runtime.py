@@ -1,0 +1,225 @@
+"""The container runtime for blue and green: the docker SDK behind a small interface.
+
+Containers run with host networking on loopback ports and carry labels
+``bluegreen.project``, ``bluegreen.color``, ``bluegreen.version``, ``bluegreen.image``,
+``bluegreen.port``. docker errors never leave this module: they become our own errors.
+The docker package is imported on first use so that commands which need no engine start fast.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from orchestrator.errors import DockerUnavailable, EnvironmentFailed, ImageNotFound
+
+LABEL = "bluegreen"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    color: str
+    name: str
+    id: str
+    image: str
+    version: str
+    port: int
+    state: str  # running, exited, created, restarting, dead, …
+    exit_code: int | None
+    started_at: str
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = False
+
+
+class DockerRuntime:
+    """Start, inspect, stop and remove one project's blue/green containers."""
+
+    def __init__(self, project: str, host: str = "", timeout: float = 30.0) -> None:
+        self.project = project
+        self.host = host
+        self.timeout = timeout
+        self._client: Any = None
+
+    # -- connection -------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import docker
+
+            try:
+                if self.host:
+                    client = docker.DockerClient(base_url=self.host, timeout=int(self.timeout))
+                else:
+                    client = docker.from_env(timeout=int(self.timeout))
+                client.ping()
+            except docker.errors.DockerException as exc:
+                where = self.host or os.environ.get("DOCKER_HOST") or "the default socket /var/run/docker.sock"
+                raise DockerUnavailable(f"the Docker engine at {where} does not answer: {_reason(exc)}") from None
+            self._client = client
+        return self._client
+
+    def ping(self) -> None:
+        _ = self.client
+
+    def name(self, color: str) -> str:
+        return f"{self.project}-{color}"
+
+    # -- images -----------------------------------------------------------------------------
+    def image_exists(self, ref: str) -> bool:
+        import docker
+
+        try:
+            self.client.images.get(ref)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"cannot look up image {ref}: {_reason(exc)}") from None
+
+    def require_image(self, ref: str) -> None:
+        if not self.image_exists(ref):
+            raise ImageNotFound(f"image {ref} is not on the Docker engine")
+
+    # -- containers -------------------------------------------------------------------------
+    def start(
+        self,
+        color: str,
+        image: str,
+        version: str,
+        port: int,
+        env: Mapping[str, str],
+        mounts: tuple[Mount, ...] = (),
+    ) -> ContainerInfo:
+        """Create and start the colour's container (host network, bound to ``port``)."""
+        import docker
+
+        self.require_image(image)
+        labels = {
+            f"{LABEL}.project": self.project,
+            f"{LABEL}.color": color,
+            f"{LABEL}.version": version,
+            f"{LABEL}.image": image,
+            f"{LABEL}.port": str(port),
+        }
+        try:
+            container = self.client.containers.run(
+                image,
+                name=self.name(color),
+                detach=True,
+                network_mode="host",
+                environment=dict(env),
+                labels=labels,
+                user=f"{os.getuid()}:{os.getgid()}",
+                volumes={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts},
+                stop_signal="SIGTERM",
+            )
+        except docker.errors.ImageNotFound:
+            raise ImageNotFound(f"image {image} is not on the Docker engine") from None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise EnvironmentFailed(
+                    f"a container named {self.name(color)} already exists",
+                    f"bluegreen down, or docker rm -f {self.name(color)} if it is not ours",
+                ) from None
+            raise EnvironmentFailed(f"docker could not start {color}: {_reason(exc)}") from None
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"docker could not start {color}: {_reason(exc)}") from None
+        return self._info(container)
+
+    def inspect(self, color: str) -> ContainerInfo | None:
+        container = self._get(color)
+        return None if container is None else self._info(container)
+
+    def stop(self, color: str, timeout: int = 10) -> None:
+        import docker
+
+        container = self._get(color)
+        if container is None:
+            return
+        try:
+            container.stop(timeout=timeout)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"docker could not stop {color}: {_reason(exc)}") from None
+
+    def remove(self, color: str) -> None:
+        import docker
+
+        container = self._get(color)
+        if container is None:
+            return
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"docker could not remove {color}: {_reason(exc)}") from None
+
+    def logs(self, color: str, tail: int | None = 100, follow: bool = False) -> Iterator[bytes]:
+        import docker
+
+        container = self._get(color)
+        if container is None:
+            raise EnvironmentFailed(f"{color} has no container", "bluegreen status")
+        try:
+            if follow:
+                yield from container.logs(stream=True, follow=True, tail=tail if tail is not None else "all")
+            else:
+                yield container.logs(tail=tail if tail is not None else "all")
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"docker could not read {color}'s logs: {_reason(exc)}") from None
+
+    def log_tail(self, color: str, lines: int = 20) -> str:
+        """The last lines of a colour's output, for error messages; empty when unavailable."""
+        try:
+            return b"".join(self.logs(color, tail=lines)).decode(errors="replace").strip()
+        except (EnvironmentFailed, DockerUnavailable):
+            return ""
+
+    def _get(self, color: str) -> Any:
+        import docker
+
+        try:
+            return self.client.containers.get(self.name(color))
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"docker could not inspect {color}: {_reason(exc)}") from None
+
+    @staticmethod
+    def _info(container: Any) -> ContainerInfo:
+        attrs = container.attrs
+        labels = attrs.get("Config", {}).get("Labels") or {}
+        state = attrs.get("State", {})
+        return ContainerInfo(
+            color=labels.get(f"{LABEL}.color", ""),
+            name=attrs.get("Name", "").lstrip("/"),
+            id=container.id[:12],
+            image=labels.get(f"{LABEL}.image", attrs.get("Config", {}).get("Image", "")),
+            version=labels.get(f"{LABEL}.version", ""),
+            port=int(labels.get(f"{LABEL}.port", "0") or 0),
+            state=state.get("Status", "unknown"),
+            exit_code=state.get("ExitCode") if state.get("Status") != "running" else None,
+            started_at=state.get("StartedAt", ""),
+        )
+
+
+def _reason(exc: Exception) -> str:
+    explanation = getattr(exc, "explanation", None)
+    text = str(explanation or exc)
+    return text.splitlines()[0] if text else type(exc).__name__

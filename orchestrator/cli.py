@@ -1,0 +1,249 @@
+"""The ``bluegreen`` command: parse, call one core function, render its result.
+
+Errors are shown once, here: ``Error: …`` / ``Try: …`` on stderr (or a JSON object on stdout
+with ``--json``), with the error's exit code; a traceback only with ``--verbose``.
+Heavy libraries (docker, httpx, rich, pydantic) are imported inside the commands that use them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from orchestrator.errors import BluegreenError
+
+if TYPE_CHECKING:
+    from orchestrator.deployment import Deployment
+    from orchestrator.status import Status
+
+
+@dataclass
+class Options:
+    config: Path | None = None
+    verbose: bool = False
+    json: bool = False
+
+
+OPTIONS = Options()
+
+app = typer.Typer(
+    name="bluegreen",
+    help="Blue/green releases of ML model servers: two Docker environments behind HAProxy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+images_app = typer.Typer(help="Build and list the reference model images.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
+
+
+@app.callback()
+def _global(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Settings file (default: "
+                      "$BLUEGREEN_CONFIG, else ./bluegreen.toml).", show_default=False)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and more detail.")] = False,
+) -> None:
+    OPTIONS.config = config
+    OPTIONS.verbose = verbose
+
+
+def _deployment() -> Deployment:
+    from orchestrator.deployment import Deployment
+    from orchestrator.settings import load_settings
+
+    return Deployment(load_settings(OPTIONS.config))
+
+
+def _progress(msg: str) -> None:
+    if not OPTIONS.json:
+        typer.echo(f"  {msg}", err=True)
+
+
+def _emit(doc: Any) -> None:
+    typer.echo(json.dumps(doc, indent=2, default=str))
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write bluegreen.toml.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing bluegreen.toml.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a commented bluegreen.toml with the embedded defaults."""
+    from orchestrator.project import init_project
+
+    OPTIONS.json = as_json
+    result = init_project(directory, force=force)
+    if as_json:
+        _emit(result)
+        return
+    typer.echo(f"wrote {result['config']}")
+    typer.echo(f"next: cd {directory} && bluegreen images build && bluegreen up")
+
+
+@app.command()
+def up(as_json: JsonOpt = False) -> None:
+    """Start the proxy and the live colour (blue at first); wait until healthy. Idempotent."""
+    from orchestrator.lifecycle import up as do_up
+
+    OPTIONS.json = as_json
+    result = do_up(_deployment(), progress=_progress)
+    if as_json:
+        _emit(result.to_dict())
+        return
+    if not result.changed:
+        typer.echo(f"already up: {result.live} serves {result.image}")
+    else:
+        typer.echo(f"{result.live} is live with {result.image} ({result.seconds:.1f}s)")
+    typer.echo(f"send requests to {result.url}/predict   e.g.")
+    typer.echo(f"  curl -s -X POST {result.url}/predict -d '{{\"features\": [5.1, 3.5, 1.4, 0.2]}}'")
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Show the live colour, the weights the proxy really has, and each colour's container and health."""
+    from orchestrator.status import status as do_status
+
+    OPTIONS.json = as_json
+    result = do_status(_deployment())
+    if as_json:
+        _emit(result.to_dict())
+    else:
+        _render_status(result)
+
+
+def _render_status(s: Status) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    weights = s.weights if s.weights is not None else {}
+    proxy = f"{s.proxy_driver} on {s.proxy_url}: " + ("running" if s.proxy_running else "[red]not running[/]")
+    console.print(f"[bold]{s.project}[/]  live: [bold]{s.live or '-'}[/]   {proxy}")
+    if s.proxy_error:
+        console.print(f"[red]proxy: {s.proxy_error}[/]")
+    if s.lock:
+        console.print(f"lock: held by {s.lock}")
+    table = Table()
+    for col in ("colour", "weight", "image", "version", "container", "health", "url"):
+        table.add_column(col)
+    for color, cs in s.environments.items():
+        weight = f"{weights[color]}%" if color in weights else "-"
+        health = f"[green]{cs.health}[/]" if cs.healthy else f"[yellow]{cs.health}[/]"
+        table.add_row(color + (" (live)" if color == s.live else ""), weight, cs.image or "-", cs.version or "-",
+                      cs.container, health, cs.url)
+    console.print(table)
+
+
+@app.command()
+def down(as_json: JsonOpt = False) -> None:
+    """Stop the proxy and both colours (the live colour and version are kept for the next up)."""
+    from orchestrator.lifecycle import down as do_down
+
+    OPTIONS.json = as_json
+    result = do_down(_deployment(), progress=_progress)
+    if as_json:
+        _emit(result.to_dict())
+        return
+    typer.echo(f"stopped {', '.join(result.stopped)}" if result.stopped else "nothing was running")
+
+
+@app.command()
+def logs(
+    color: Annotated[str, typer.Argument(help="blue or green.")],
+    tail: Annotated[int, typer.Option("--tail", "-n", help="Lines from the end (0: all).")] = 100,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+) -> None:
+    """Print a colour's container logs."""
+    from orchestrator.settings import COLORS
+
+    if color not in COLORS:
+        raise typer.BadParameter(f"{color!r} is not a colour; use blue or green", param_hint="COLOR")
+    dep = _deployment()
+    out = sys.stdout.buffer
+    for chunk in dep.runtime.logs(color, tail=tail or None, follow=follow):
+        out.write(chunk)
+        out.flush()
+
+
+@app.command()
+def history(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many entries, newest first.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the audit log: every action, who ran it, when, and how it ended."""
+    OPTIONS.json = as_json
+    entries = _deployment().state.history(limit)
+    if as_json:
+        _emit([e.to_dict() for e in entries])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("id", "started", "actor", "action", "outcome", "seconds", "detail"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(str(e.id), e.started_at, e.actor, e.action, e.outcome,
+                      "" if e.duration_s is None else f"{e.duration_s:.2f}", e.detail)
+    Console().print(table)
+
+
+@images_app.command("build")
+def images_build(
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag to build (repeatable; "
+                   "default: images.tags).", show_default=False)] = None,
+    base: Annotated[str | None, typer.Option("--base", help="Base image (default: images.base, else "
+                    "python:3.11-slim, else an offline Debian base).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild tags that already exist.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the reference model images (no registry needed)."""
+    from environments.images import build_images
+
+    OPTIONS.json = as_json
+    dep = _deployment_or_defaults()
+    s = dep.settings
+    results = build_images(dep.runtime, s.environments.image, tag or s.images.tags,
+                           base=s.images.base if base is None else base, force=force, progress=_progress)
+    if as_json:
+        _emit([{"image": r.ref, "id": r.id, "built": r.built} for r in results])
+        return
+    for r in results:
+        typer.echo(f"{r.ref}  {r.id}  {'built' if r.built else 'already present'}")
+
+
+def _deployment_or_defaults() -> Deployment:
+    """Image builds work before `bluegreen init`: without a settings file they use the defaults."""
+    from orchestrator.deployment import Deployment
+    from orchestrator.settings import Settings, find_config
+
+    if OPTIONS.config is None and not find_config(None).exists():
+        return Deployment(Settings())
+    return _deployment()
+
+
+def main() -> None:
+    """Console entry point: run the app and turn our errors into one message and an exit code."""
+    try:
+        app()
+    except BluegreenError as exc:
+        if OPTIONS.verbose:
+            traceback.print_exc()
+        if OPTIONS.json:
+            typer.echo(json.dumps(exc.to_dict(), indent=2))
+        else:
+            typer.echo(f"Error: {exc.message}", err=True)
+            typer.echo(f"Try: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        sys.exit(130)

@@ -1,0 +1,84 @@
+"""Turns settings into the runtime objects the core works with (one place, no globals)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from environments.runtime import DockerRuntime, Mount
+from orchestrator.lock import DeploymentLock
+from orchestrator.proxy import Backend, Proxy
+from orchestrator.proxy.haproxy import HAProxy
+from orchestrator.settings import COLORS, Settings
+from orchestrator.state import StateStore, default_actor
+
+CONTAINER_DATA_DIR = "/data"
+
+
+class Deployment:
+    """One blue/green deployment: its settings and the adapters built from them."""
+
+    def __init__(self, settings: Settings, actor: str | None = None) -> None:
+        self.settings = settings
+        self.actor = actor or default_actor()
+
+    @cached_property
+    def runtime(self) -> DockerRuntime:
+        return DockerRuntime(self.settings.project, self.settings.docker.host, self.settings.docker.timeout)
+
+    @cached_property
+    def proxy(self) -> Proxy:
+        p = self.settings.proxy
+        return HAProxy(self.settings.state_dir / "haproxy", p.host, p.port, self.backends(), p.binary,
+                       p.check_interval_ms)
+
+    @cached_property
+    def state(self) -> StateStore:
+        return StateStore(self.settings.state_dir / "state.db")
+
+    def lock(self, operation: str) -> DeploymentLock:
+        return DeploymentLock(self.settings.state_dir / "lock").acquire(operation, self.actor)
+
+    def backends(self) -> list[Backend]:
+        env = self.settings.environments
+        return [Backend(color, env.host, env.color(color).port) for color in COLORS]
+
+    def url(self, color: str) -> str:
+        env = self.settings.environments
+        return f"http://{env.host}:{env.color(color).port}"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.settings.proxy.host}:{self.settings.proxy.port}"
+
+    def container_env(self, color: str, image: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = self.settings.environments
+        values = {
+            "HOST": env.host,
+            "PORT": str(env.color(color).port),
+            "MODEL_IMAGE": image,
+            "DATABASE_URL": self.container_database_url(),
+        }
+        values.update(env.env)
+        values.update(extra or {})
+        return values
+
+    def container_database_url(self) -> str:
+        path = self.settings.sqlite_path
+        if path is None:
+            return self.settings.database.url
+        return f"sqlite:///{CONTAINER_DATA_DIR}/{path.name}"
+
+    def mounts(self) -> tuple[Mount, ...]:
+        path = self.settings.sqlite_path
+        if path is None:
+            return ()
+        return (Mount(str(path.parent), CONTAINER_DATA_DIR),)
+
+    def data_dir(self) -> Path | None:
+        path = self.settings.sqlite_path
+        return None if path is None else path.parent
+
+
+def other(color: str) -> str:
+    return "green" if color == "blue" else "blue"

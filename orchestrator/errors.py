@@ -1,0 +1,89 @@
+"""Every error bluegreen reports to an operator.
+
+Each one carries a message (what went wrong) and a hint (the next command or runbook).
+The CLI shows them once, at the edge, as ``Error: …`` / ``Try: …`` on stderr and exits
+with the error's ``exit_code``. Adapters catch vendor exceptions (``docker.errors.*``,
+``httpx.HTTPError``, ``sqlite3.Error``, ``OSError``) and re-raise one of these.
+
+    BluegreenError                 exit 1
+    ├── ConfigError                exit 4   bad settings file, key or value
+    ├── LockHeld                   exit 3   another operation holds the deployment lock
+    ├── StateError                 exit 1   the state database cannot be read or written
+    ├── DockerUnavailable          exit 5   the Docker engine does not answer
+    ├── ImageNotFound              exit 6   the image is not on the engine
+    ├── PortInUse                  exit 7   a loopback port we need is taken
+    ├── EnvironmentFailed          exit 8   a container crashed or never became healthy
+    ├── ProxyError                 exit 9   the reverse proxy failed to start, answer or change
+    └── ImageBuildError            exit 10  building a reference image failed
+
+Exit code 2 is left to the CLI parser (bad arguments), as Click does.
+"""
+
+from __future__ import annotations
+
+RUNBOOKS = "runbooks"
+
+
+class BluegreenError(Exception):
+    """Base class: a message for the operator and a hint naming what to do next."""
+
+    exit_code = 1
+    default_hint = "bluegreen status   (runbooks/README.md)"
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "error": type(self).__name__,
+            "message": self.message,
+            "hint": self.hint,
+            "exit_code": self.exit_code,
+        }
+
+
+class ConfigError(BluegreenError):
+    exit_code = 4
+    default_hint = "bluegreen init --force   (runbooks/settings.md)"
+
+
+class LockHeld(BluegreenError):
+    exit_code = 3
+    default_hint = "wait for it to finish, then retry; bluegreen status shows it   (runbooks/locks.md)"
+
+
+class StateError(BluegreenError):
+    exit_code = 1
+    default_hint = "check the state directory's permissions and free space   (runbooks/state.md)"
+
+
+class DockerUnavailable(BluegreenError):
+    exit_code = 5
+    default_hint = "start the engine (scripts/provision.sh does) or set docker.host   (runbooks/docker.md)"
+
+
+class ImageNotFound(BluegreenError):
+    exit_code = 6
+    default_hint = "bluegreen images build   (runbooks/images.md)"
+
+
+class PortInUse(BluegreenError):
+    exit_code = 7
+    default_hint = "ss -ltnp   then stop that process or choose another port in bluegreen.toml"
+
+
+class EnvironmentFailed(BluegreenError):
+    exit_code = 8
+    default_hint = "bluegreen logs <color>   (runbooks/failed-start.md)"
+
+
+class ProxyError(BluegreenError):
+    exit_code = 9
+    default_hint = "bluegreen status; the proxy log is in the state directory   (runbooks/proxy.md)"
+
+
+class ImageBuildError(BluegreenError):
+    exit_code = 10
+    default_hint = "bluegreen images build --verbose   (runbooks/images.md)"

@@ -1,0 +1,89 @@
+"""Health polling with a deadline and backoff, and a one-shot probe for ``status``.
+
+While waiting, the container is checked on every round: a container that exits fails the
+wait at once (with its exit code) instead of burning the whole timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from orchestrator.errors import EnvironmentFailed
+
+
+@dataclass(frozen=True)
+class Probe:
+    healthy: bool
+    status_code: int | None
+    version: str | None
+    error: str | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def probe(base_url: str, timeout: float = 1.0) -> Probe:
+    """GET /health once: healthy when it answers 200."""
+    import httpx
+
+    start = time.monotonic()
+    try:
+        response = httpx.get(f"{base_url}/health", timeout=timeout)
+    except httpx.HTTPError as exc:
+        return Probe(False, None, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                     time.monotonic() - start)
+    version = None
+    try:
+        version = response.json().get("version")
+    except ValueError:
+        pass
+    return Probe(response.status_code == 200, response.status_code, version,
+                 None if response.status_code == 200 else f"HTTP {response.status_code}",
+                 time.monotonic() - start)
+
+
+def wait_healthy(
+    name: str,
+    base_url: str,
+    timeout: float,
+    container_problem: Callable[[], str | None],
+    logs: Callable[[], str] = lambda: "",
+    first_delay: float = 0.05,
+    max_delay: float = 0.5,
+) -> float:
+    """Poll until /health answers 200; return the seconds it took.
+
+    ``container_problem`` returns a reason when the container is gone or has exited.
+    Raises EnvironmentFailed with the last answer and the container's last log lines.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    delay = first_delay
+    last = "no answer yet"
+    while True:
+        problem = container_problem()
+        if problem:
+            raise EnvironmentFailed(f"{name} {problem} before becoming healthy{_with_logs(logs())}",
+                                    f"bluegreen logs {name}   (runbooks/failed-start.md)")
+        result = probe(base_url, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        if result.healthy:
+            return time.monotonic() - start
+        last = result.error or "unhealthy"
+        if time.monotonic() + delay > deadline:
+            raise EnvironmentFailed(
+                f"{name} did not become healthy in {timeout:g}s (last answer: {last}){_with_logs(logs())}",
+                f"bluegreen logs {name}   (runbooks/failed-start.md)",
+            )
+        time.sleep(delay)
+        delay = min(max_delay, delay * 2)
+
+
+def _with_logs(text: str) -> str:
+    if not text:
+        return ""
+    lines = text.splitlines()[-8:]
+    return "\n  last log lines:\n    " + "\n    ".join(lines)

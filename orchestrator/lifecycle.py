@@ -1,0 +1,157 @@
+"""``up`` and ``down``: bring the live colour and the proxy up, or stop them, leaving nothing half-done.
+
+``up`` starts the live colour (blue on a fresh deployment) and proves it healthy before the proxy
+sends it anything; on any failure it removes what this call started and re-raises.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from environments.runtime import ContainerInfo
+from orchestrator.deployment import Deployment, other
+from orchestrator.errors import EnvironmentFailed
+from orchestrator.health import probe, wait_healthy
+from orchestrator.ports import require_free
+from orchestrator.settings import COLORS
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class UpResult:
+    live: str
+    image: str
+    version: str
+    url: str
+    changed: list[str]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def up(dep: Deployment, progress: Progress = _quiet) -> UpResult:
+    """Make the live colour run healthy behind the proxy; change nothing that already is so."""
+    start = time.monotonic()
+    with dep.lock("up") as lock, dep.state.action(dep.actor, "up") as audit:
+        if lock.stale:
+            audit.notes.append(f"cleared a stale lock left by {lock.stale.describe()}")
+        live = dep.state.live_color() or "blue"
+        record = dep.state.environment(live)
+        version = record.version if record else dep.settings.environments.version
+        image = record.image if record else dep.settings.image_ref(version)
+        audit.args.update(color=live, image=image)
+        changed: list[str] = []
+        started_container = False
+        started_proxy = False
+        try:
+            info = ensure_environment(dep, live, image, version, progress)
+            if info is not None:
+                started_container = True
+                changed.append(f"started {live} ({image})")
+            weights = {live: 100, other(live): 0}
+            if dep.proxy.running():
+                if dep.proxy.weights() != weights:
+                    dep.proxy.set_weights(weights)
+                    changed.append(f"proxy weights set to {weights}")
+            else:
+                progress(f"starting {dep.proxy.name} on {dep.proxy_url}")
+                dep.proxy.start(weights)
+                started_proxy = True
+                changed.append(f"started {dep.proxy.name} on {dep.proxy_url}")
+            current = info or dep.runtime.inspect(live)
+            assert current is not None
+            dep.state.record_environment(live, image, version, current.id, current.port)
+            dep.state.set_live(live, weights)
+        except BaseException:
+            if started_proxy:
+                dep.proxy.stop()
+            if started_container:
+                dep.runtime.remove(live)
+            raise
+        audit.notes.append(", ".join(changed) if changed else "already up; nothing changed")
+    return UpResult(live, image, version, dep.proxy_url, changed, round(time.monotonic() - start, 3))
+
+
+def ensure_environment(dep: Deployment, color: str, image: str, version: str,
+                       progress: Progress = _quiet, extra_env: dict[str, str] | None = None
+                       ) -> ContainerInfo | None:
+    """Start ``color`` with ``image`` and wait until healthy; None when it already runs healthy.
+
+    A container of ours that exited, or runs another image, is replaced. On failure the new
+    container is removed, so nothing is left half-started.
+    """
+    runtime = dep.runtime
+    current = runtime.inspect(color)
+    if current is not None and current.running and current.image == image and probe(dep.url(color)).healthy:
+        return None
+    runtime.require_image(image)
+    if current is not None:
+        progress(f"removing {color}'s old container ({current.image}, {current.state})")
+        runtime.remove(color)
+    port = dep.settings.environments.color(color).port
+    require_free(dep.settings.environments.host, port, f"environments.{color}.port")
+    data_dir = dep.data_dir()
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    progress(f"starting {color}: {image}")
+    info = runtime.start(color, image, version, port, dep.container_env(color, image, extra_env), dep.mounts())
+
+    def problem() -> str | None:
+        now = runtime.inspect(color)
+        if now is None:
+            return "container disappeared"
+        if not now.running:
+            return f"container exited with code {now.exit_code}"
+        return None
+
+    try:
+        seconds = wait_healthy(color, dep.url(color), dep.settings.environments.health_timeout, problem,
+                               logs=lambda: runtime.log_tail(color))
+    except BaseException:
+        runtime.remove(color)
+        raise
+    progress(f"{color} healthy in {seconds:.2f}s")
+    return runtime.inspect(color) or info
+
+
+@dataclass(frozen=True)
+class DownResult:
+    stopped: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def down(dep: Deployment, progress: Progress = _quiet) -> DownResult:
+    """Stop the proxy, then both colours. The live colour and its version are kept for ``up``."""
+    with dep.lock("down") as lock, dep.state.action(dep.actor, "down") as audit:
+        if lock.stale:
+            audit.notes.append(f"cleared a stale lock left by {lock.stale.describe()}")
+        stopped = []
+        if dep.proxy.running():
+            progress(f"stopping {dep.proxy.name}")
+            dep.proxy.stop()
+            stopped.append(dep.proxy.name)
+        errors = []
+        for color in COLORS:
+            if dep.runtime.inspect(color) is not None:
+                progress(f"stopping {color}")
+                try:
+                    dep.runtime.stop(color)
+                    dep.runtime.remove(color)
+                    stopped.append(color)
+                except EnvironmentFailed as exc:
+                    errors.append(exc.message)
+        if errors:
+            raise EnvironmentFailed("; ".join(errors))
+        audit.notes.append(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    return DownResult(stopped)

@@ -1,0 +1,103 @@
+"""The deployment lock: one changing operation at a time, never held by a dead process.
+
+It is an exclusive ``flock`` on ``<state>/lock``: the kernel drops it when the holder exits,
+however it exits, so a crashed holder cannot keep it. The file also records who holds it
+(actor, pid, operation, since) for the "locked by …" message; a record left behind by a
+holder that died is reported as a stale lock and cleared by the next acquirer.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from orchestrator.errors import LockHeld, StateError
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    actor: str
+    pid: int
+    operation: str
+    since: str
+
+    def describe(self) -> str:
+        return f"{self.actor} (pid {self.pid}, bluegreen {self.operation}) since {self.since}"
+
+
+class DeploymentLock:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] | None = None
+        self.stale: LockHolder | None = None  # set when acquiring cleared a dead holder's record
+
+    def acquire(self, operation: str, actor: str) -> DeploymentLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+")
+        except OSError as exc:
+            raise StateError(f"cannot open the lock file {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read(fh)
+            fh.close()
+            who = holder.describe() if holder else "another bluegreen process"
+            raise LockHeld(f"locked by {who}") from None
+        self.stale = _read(fh)
+        holder = LockHolder(actor=actor, pid=os.getpid(), operation=operation,
+                            since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps(asdict(holder)))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is None:
+            return
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.flush()
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+        self._fh.close()
+        self._fh = None
+
+    def __enter__(self) -> DeploymentLock:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+def current_holder(path: Path) -> LockHolder | None:
+    """Who holds the lock now, or None when it is free (a dead holder's record counts as free)."""
+    try:
+        with open(path) as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read(fh) or LockHolder("another bluegreen process", 0, "?", "?")
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            return None
+    except FileNotFoundError:
+        return None
+
+
+def _read(fh: IO[str]) -> LockHolder | None:
+    fh.seek(0)
+    text = fh.read().strip()
+    if not text:
+        return None
+    try:
+        return LockHolder(**json.loads(text))
+    except (ValueError, TypeError):
+        return None

@@ -1,0 +1,26 @@
+"""Loopback port checks done before anything is started, so a taken port changes nothing."""
+
+from __future__ import annotations
+
+import socket
+
+from orchestrator.errors import PortInUse
+
+
+def port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def require_free(host: str, port: int, key: str) -> None:
+    if not port_free(host, port):
+        raise PortInUse(
+            f"port {host}:{port} ({key}) is already in use by another process",
+            f"ss -ltnp 'sport = :{port}'   then stop that process, or set another {key} in bluegreen.toml",
+        )

@@ -1,0 +1,66 @@
+"""The proxy interface every driver implements, and the values it speaks in."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from orchestrator.errors import ProxyError
+
+MAX_WEIGHT = 100  # weights are percentages of traffic
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # the colour
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """One colour as the proxy sees it: its health check and its request counters."""
+
+    status: str  # UP, DOWN, MAINT, no check, …
+    weight: int
+    current_sessions: int
+    total_sessions: int
+    responses_2xx: int
+    responses_5xx: int
+    errors: int  # connection and response errors
+    avg_response_ms: int
+
+    @classmethod
+    def from_haproxy(cls, row: dict[str, str]) -> ServerStats:
+        def num(key: str) -> int:
+            try:
+                return int(row.get(key) or 0)
+            except ValueError:
+                return 0
+
+        return cls(status=row.get("status", ""), weight=num("weight"), current_sessions=num("scur"),
+                   total_sessions=num("stot"), responses_2xx=num("hrsp_2xx"), responses_5xx=num("hrsp_5xx"),
+                   errors=num("econ") + num("eresp"), avg_response_ms=num("rtime"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Proxy(Protocol):
+    name: str
+
+    def running(self) -> bool: ...
+    def start(self, weights: dict[str, int]) -> None: ...
+    def stop(self, timeout: float = 10.0) -> None: ...
+    def set_weights(self, weights: dict[str, int]) -> None: ...
+    def weights(self) -> dict[str, int]: ...
+    def stats(self) -> dict[str, ServerStats]: ...
+
+
+def check_weights(weights: dict[str, int], names: list[str]) -> None:
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ProxyError(f"no backend named {', '.join(unknown)}; the backends are {', '.join(names)}")
+    bad = {k: v for k, v in weights.items() if not 0 <= v <= MAX_WEIGHT}
+    if bad:
+        raise ProxyError(f"weights must be 0..{MAX_WEIGHT}: {bad}")

@@ -1,0 +1,226 @@
+"""Typed settings: ``bluegreen.toml`` overridden by ``BLUEGREEN_*`` environment variables.
+
+The whole file is validated at load; any bad key or value raises :class:`ConfigError`
+naming the dotted key, the value, where it came from and what is allowed. Defaults live in
+the models below and, commented, in ``default.toml`` (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from orchestrator.errors import ConfigError
+
+CONFIG_FILENAME = "bluegreen.toml"
+ENV_PREFIX = "BLUEGREEN_"
+COLORS = ("blue", "green")
+
+Port = int
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IP address such as 127.0.0.1") from None
+    return value
+
+
+class ProxySettings(_Section):
+    driver: Literal["haproxy"] = "haproxy"
+    host: str = "127.0.0.1"
+    port: Port = Field(8080, ge=1, le=65535)
+    binary: str = "haproxy"
+    check_interval_ms: int = Field(1000, ge=100, le=60000)
+
+    _host = field_validator("host")(_ip)
+
+
+class ColorSettings(_Section):
+    port: Port = Field(ge=1, le=65535)
+
+
+class EnvironmentsSettings(_Section):
+    image: str = Field("bluegreen-model", min_length=1)
+    version: str = Field("v1", min_length=1)
+    host: str = "127.0.0.1"
+    health_timeout: float = Field(30.0, gt=0, le=3600)
+    env: dict[str, str] = Field(default_factory=dict)
+    blue: ColorSettings = ColorSettings(port=8101)
+    green: ColorSettings = ColorSettings(port=8102)
+
+    _host = field_validator("host")(_ip)
+
+    @field_validator("image")
+    @classmethod
+    def _repository_without_tag(cls, value: str) -> str:
+        if ":" in value.rsplit("/", 1)[-1]:
+            raise ValueError("must be a repository without a tag (the version is the tag)")
+        return value
+
+    def color(self, name: str) -> ColorSettings:
+        return self.blue if name == "blue" else self.green
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///data/app.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not re.match(r"^(sqlite:///.+|postgres(ql)?://.+)$", value):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+
+class StateSettings(_Section):
+    dir: Path = Path(".bluegreen")
+
+
+class DockerSettings(_Section):
+    host: str = ""
+    timeout: float = Field(30.0, gt=0, le=600)
+
+
+class ImagesSettings(_Section):
+    tags: list[str] = Field(default_factory=lambda: ["v1", "v2"], min_length=1)
+    base: str = ""
+
+
+class Settings(BaseSettings):
+    """One deployment's settings; ``root`` is the directory relative paths are resolved against."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    project: str = Field("bluegreen", pattern=r"^[a-z0-9][a-z0-9_.-]{0,40}$")
+    proxy: ProxySettings = ProxySettings()
+    environments: EnvironmentsSettings = EnvironmentsSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    state: StateSettings = StateSettings()
+    docker: DockerSettings = DockerSettings()
+    images: ImagesSettings = ImagesSettings()
+    root: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's contents arrive as init values; the environment overrides them.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        ports = {
+            "proxy.port": self.proxy.port,
+            "environments.blue.port": self.environments.blue.port,
+            "environments.green.port": self.environments.green.port,
+        }
+        seen: dict[int, str] = {}
+        for key, port in ports.items():
+            if port in seen:
+                raise ValueError(f"{key} = {port} is already used by {seen[port]}; each needs its own port")
+            seen[port] = key
+        return self
+
+    # Paths derived from the settings, resolved against root.
+    @property
+    def state_dir(self) -> Path:
+        return self.root / self.state.dir
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if not self.database.url.startswith("sqlite:///"):
+            return None
+        return self.root / self.database.url[len("sqlite:///") :]
+
+    def image_ref(self, version: str) -> str:
+        return f"{self.environments.image}:{version}"
+
+    def container_name(self, color: str) -> str:
+        return f"{self.project}-{color}"
+
+
+def default_toml() -> str:
+    """The commented default settings file that ``bluegreen init`` writes."""
+    return resources.files("orchestrator").joinpath("default.toml").read_text()
+
+
+def find_config(explicit: Path | None) -> Path:
+    """The settings file: --config, else $BLUEGREEN_CONFIG, else ./bluegreen.toml."""
+    env = os.environ
+    if explicit is not None:
+        return explicit
+    if env.get("BLUEGREEN_CONFIG"):
+        return Path(env["BLUEGREEN_CONFIG"])
+    return Path.cwd() / CONFIG_FILENAME
+
+
+def load_settings(config: Path | None = None) -> Settings:
+    """Read, merge and validate the settings; raise ConfigError naming every bad key."""
+    path = find_config(config)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no settings file at {path}",
+            "bluegreen init   (writes a commented bluegreen.toml), or pass --config FILE",
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", f"fix the syntax in {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from None
+    if "root" in data:
+        raise ConfigError(f"unknown key root in {path.name}", "remove it; paths are relative to the file")
+    try:
+        return Settings(root=path.resolve().parent, **data)
+    except ValidationError as exc:
+        raise ConfigError(
+            _describe(exc, os.environ, path.name),
+            f"fix {path.name} or the variable named; bluegreen init --force writes the commented default"
+            "   (runbooks/settings.md)",
+        ) from None
+
+
+def _env_name(loc: tuple[str | int, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
+
+
+def _describe(exc: ValidationError, env: Mapping[str, str], filename: str) -> str:
+    lines = []
+    upper_env = {k.upper(): k for k in env}
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(part) for part in loc)
+        env_name = _env_name(loc)
+        source = f"from {upper_env[env_name]}" if env_name in upper_env else f"in {filename}"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key {key} ({source})")
+        elif not loc:
+            lines.append(str(err["msg"]).removeprefix("Value error, "))
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{key} = {err['input']!r} ({source}): {msg}")
+    if len(lines) == 1:
+        return f"invalid settings: {lines[0]}"
+    return "invalid settings:\n  " + "\n  ".join(lines)

@@ -1,0 +1,213 @@
+"""The state database: which colour is live, what runs in each, the weights, and the audit log.
+
+A small SQLite file in the state directory. Every write is one transaction
+(``BEGIN IMMEDIATE``), so a crash leaves either the old or the new state, never half of one.
+The audit log has a row per action (who, when, what, outcome); the row is written when the
+action starts and completed when it ends, so an action cut short shows as ``running``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import BluegreenError, StateError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS environments (
+    color TEXT PRIMARY KEY CHECK (color IN ('blue', 'green')),
+    image TEXT NOT NULL,
+    version TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    args TEXT NOT NULL DEFAULT '{}',
+    outcome TEXT NOT NULL DEFAULT 'running',
+    detail TEXT NOT NULL DEFAULT '',
+    duration_s REAL
+);
+"""
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def default_actor() -> str:
+    """Who is acting: $BLUEGREEN_ACTOR (automation sets it), else user@host."""
+    explicit = os.environ.get("BLUEGREEN_ACTOR")
+    if explicit:
+        return explicit
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class EnvironmentRecord:
+    color: str
+    image: str
+    version: str
+    container_id: str
+    port: int
+    updated_at: str
+
+
+@dataclass
+class AuditEntry:
+    id: int
+    started_at: str
+    actor: str
+    action: str
+    args: dict[str, Any]
+    outcome: str = "running"
+    detail: str = ""
+    finished_at: str | None = None
+    duration_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("notes")
+        return d
+
+
+class StateStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript(SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            except (sqlite3.Error, OSError) as exc:
+                raise StateError(f"cannot open the state database {self.path}: {exc}") from None
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StateError(f"state database write failed: {exc}") from None
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"state database read failed: {exc}") from None
+
+    # -- live colour and weights -------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def live_color(self) -> str | None:
+        return self._meta("live_color")
+
+    def weights(self) -> dict[str, int]:
+        raw = self._meta("weights")
+        return json.loads(raw) if raw else {}
+
+    def set_live(self, color: str, weights: dict[str, int]) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('live_color', ?)", (color,))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('weights', ?)", (json.dumps(weights),))
+
+    # -- environments ------------------------------------------------------------------------
+    def environment(self, color: str) -> EnvironmentRecord | None:
+        rows = self._query("SELECT * FROM environments WHERE color = ?", (color,))
+        return EnvironmentRecord(**dict(rows[0])) if rows else None
+
+    def record_environment(self, color: str, image: str, version: str, container_id: str, port: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO environments VALUES (?, ?, ?, ?, ?, ?)",
+                (color, image, version, container_id, port, now()),
+            )
+
+    # -- audit log ---------------------------------------------------------------------------
+    @contextmanager
+    def action(self, actor: str, action: str, args: dict[str, Any] | None = None) -> Iterator[AuditEntry]:
+        """Record an action: a ``running`` row now, its outcome and duration when the block ends."""
+        entry = AuditEntry(id=0, started_at=now(), actor=actor, action=action, args=args or {})
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO audit (started_at, actor, action, args) VALUES (?, ?, ?, ?)",
+                (entry.started_at, actor, action, json.dumps(entry.args)),
+            )
+            entry.id = int(cur.lastrowid or 0)
+        start = time.monotonic()
+        outcome, detail = "ok", ""
+        try:
+            yield entry
+        except BluegreenError as exc:
+            outcome, detail = "failed", exc.message
+            raise
+        except KeyboardInterrupt:
+            outcome, detail = "interrupted", "interrupted by the operator"
+            raise
+        except BaseException as exc:
+            outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            notes = "; ".join(entry.notes)
+            detail = "; ".join(part for part in (notes, detail) if part)
+            with self.transaction() as conn:
+                conn.execute(
+                    "UPDATE audit SET finished_at = ?, outcome = ?, detail = ?, duration_s = ? WHERE id = ?",
+                    (now(), outcome, detail, round(time.monotonic() - start, 3), entry.id),
+                )
+
+    def history(self, limit: int = 50) -> list[AuditEntry]:
+        rows = self._query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [
+            AuditEntry(id=r["id"], started_at=r["started_at"], actor=r["actor"], action=r["action"],
+                       args=json.loads(r["args"]), outcome=r["outcome"], detail=r["detail"],
+                       finished_at=r["finished_at"], duration_s=r["duration_s"])
+            for r in rows
+        ]

@@ -1,0 +1,78 @@
+"""What is true right now: read from the proxy, the engine and the colours, not from memory."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from orchestrator.deployment import Deployment
+from orchestrator.errors import ProxyError
+from orchestrator.health import probe
+from orchestrator.lock import current_holder
+from orchestrator.settings import COLORS
+
+
+@dataclass
+class ColorStatus:
+    color: str
+    url: str
+    image: str | None = None
+    version: str | None = None
+    container: str = "absent"  # absent, running, exited, …
+    container_id: str | None = None
+    healthy: bool = False
+    health: str = "not checked"
+
+
+@dataclass
+class Status:
+    project: str
+    live: str | None
+    proxy_driver: str
+    proxy_url: str
+    proxy_running: bool
+    weights: dict[str, int] | None  # read back from the proxy; None when it is not running
+    recorded_weights: dict[str, int]
+    lock: str | None
+    environments: dict[str, ColorStatus] = field(default_factory=dict)
+    proxy_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def status(dep: Deployment) -> Status:
+    proxy = dep.proxy
+    running = proxy.running()
+    weights = None
+    proxy_error = None
+    if running:
+        try:
+            weights = proxy.weights()
+        except ProxyError as exc:
+            proxy_error = exc.message
+    holder = current_holder(dep.settings.state_dir / "lock")
+    result = Status(
+        project=dep.settings.project,
+        live=dep.state.live_color(),
+        proxy_driver=proxy.name,
+        proxy_url=dep.proxy_url,
+        proxy_running=running,
+        weights=weights,
+        recorded_weights=dep.state.weights(),
+        lock=holder.describe() if holder else None,
+        proxy_error=proxy_error,
+    )
+    for color in COLORS:
+        cs = ColorStatus(color=color, url=dep.url(color))
+        info = dep.runtime.inspect(color)
+        if info is not None:
+            cs.image, cs.version, cs.container, cs.container_id = info.image, info.version, info.state, info.id
+            if info.running:
+                p = probe(dep.url(color), timeout=0.5)
+                cs.healthy = p.healthy
+                cs.health = "healthy" if p.healthy else (p.error or "unhealthy")
+            else:
+                cs.health = f"exited ({info.exit_code})" if info.exit_code is not None else info.state
+        result.environments[color] = cs
+    return result

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Idempotent machine set-up for the demo and the tests: system packages, a Docker engine,
+# the Python package, and the reference model images. Safe to run again; it skips what is done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[provision] %s\n' "$*" >&2; }
+
+need_pkgs=()
+for pair in dockerd:docker.io haproxy:haproxy nginx:nginx-light debootstrap:debootstrap wrk:wrk sqlite3:sqlite3; do
+  bin=${pair%%:*}; pkg=${pair#*:}
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_pkgs+=("$pkg")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing packages: ${need_pkgs[*]} (run as root, or install them with apt-get)"; exit 1
+  fi
+  log "installing ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# A Docker engine: use the one DOCKER_HOST points at, or start dockerd on the default socket.
+if ! docker info >/dev/null 2>&1; then
+  if [ -n "${DOCKER_HOST:-}" ]; then
+    log "DOCKER_HOST=$DOCKER_HOST does not answer"; exit 1
+  fi
+  log "starting dockerd"
+  mkdir -p /var/log
+  nohup /usr/sbin/dockerd --storage-driver=overlay2 --bridge=none --iptables=false --ip6tables=false \
+    --host unix:///var/run/docker.sock --pidfile /var/run/docker.pid >/var/log/bluegreen-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/bluegreen-dockerd.log"; tail -20 /var/log/bluegreen-dockerd.log >&2; exit 1; }
+fi
+
+# The Python package with its test tools.
+if ! python3 -c "import orchestrator, pytest, typer" >/dev/null 2>&1 || [ pyproject.toml -nt .provisioned-pip ] 2>/dev/null; then
+  log "installing the bluegreen package"
+  python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+  touch .provisioned-pip
+fi
+
+# The reference images (v1, v2); the build skips tags that already exist.
+bluegreen images build
