@@ -8,6 +8,7 @@ offline with debootstrap and ``docker import``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ OFFLINE_BASE = "bluegreen-base:bookworm"
 SUITE = "bookworm"  # its python3 is 3.11, the version the wheels are fetched for
 REQUIREMENTS = ("scikit-learn", "psycopg[binary]")
 SERVER_FILES = ("Dockerfile", "app.py", "train.py")
+DIGEST_LABEL = "bluegreen.source-digest"
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,30 @@ def download_wheels(dest: Path, progress: Progress) -> None:
     marker.touch()
 
 
+def source_digest() -> str:
+    """A digest of everything that goes into a reference image; a change means a rebuild."""
+    h = hashlib.sha256()
+    server = resources.files("environments").joinpath("model_server")
+    for name in SERVER_FILES:
+        h.update(name.encode() + b"\0" + server.joinpath(name).read_bytes() + b"\0")
+    h.update(" ".join(REQUIREMENTS).encode())
+    return h.hexdigest()[:16]
+
+
+def _current(runtime: DockerRuntime, ref: str, digest: str) -> str | None:
+    """The image id when ``ref`` exists and was built from these sources, else None."""
+    import docker
+
+    try:
+        image = runtime.client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.DockerException as exc:
+        raise ImageBuildError(f"cannot look up image {ref}: {_reason(exc)}") from None
+    labels = image.labels or {}
+    return str(image.short_id) if labels.get(DIGEST_LABEL) == digest else None
+
+
 def build_images(
     runtime: DockerRuntime,
     repository: str,
@@ -142,13 +168,17 @@ def build_images(
     force: bool = False,
     progress: Progress = lambda _msg: None,
 ) -> list[BuiltImage]:
-    """Build ``repository:tag`` for each tag; keep tags that exist unless ``force``."""
+    """Build ``repository:tag`` for each tag; keep tags already built from these sources unless ``force``."""
     import docker
 
-    tags = list(tags)
-    todo = [t for t in tags if force or not runtime.image_exists(f"{repository}:{t}")]
-    results = [BuiltImage(f"{repository}:{t}", runtime.client.images.get(f"{repository}:{t}").short_id, False)
-               for t in tags if t not in todo]
+    digest = source_digest()
+    results, todo = [], []
+    for tag in tags:
+        existing = None if force else _current(runtime, f"{repository}:{tag}", digest)
+        if existing:
+            results.append(BuiltImage(f"{repository}:{tag}", existing, False))
+        else:
+            todo.append(tag)
     if not todo:
         return results
     base_image = resolve_base(runtime, base, progress)
@@ -168,7 +198,7 @@ def build_images(
                 for chunk in runtime.client.api.build(
                     path=str(ctx), tag=ref, buildargs={"BASE_IMAGE": base_image, "MODEL_VERSION": tag},
                     network_mode="host", rm=True, forcerm=True, decode=True,
-                    labels={"bluegreen.reference": "true"},
+                    labels={DIGEST_LABEL: digest},
                 ):
                     if "error" in chunk:
                         raise ImageBuildError(f"building {ref} failed: {chunk['error'].strip()}\n"

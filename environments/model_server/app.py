@@ -13,6 +13,7 @@ Environment:
   FAULT_ERROR_RATE         share of /predict calls answered 500, 0..1
   FAULT_LATENCY_MS         milliseconds added to each /predict call
   FAULT_CRASH_ON_START     "1"/"true": exit with status 3 right after start
+  FAULT_UNHEALTHY          "1"/"true": GET /health answers 503 (a server that never becomes healthy)
 Standard library only, besides scikit-learn (and psycopg for PostgreSQL).
 """
 
@@ -56,6 +57,7 @@ def read_config(env: dict[str, str]) -> dict[str, Any]:
         "quality": env.get("MODEL_QUALITY", "good") or "good",
         "database_url": env.get("DATABASE_URL", ""),
         "crash": _truthy(env.get("FAULT_CRASH_ON_START", "")),
+        "unhealthy": _truthy(env.get("FAULT_UNHEALTHY", "")),
     }
     try:
         cfg["port"] = int(env.get("PORT", "8000"))
@@ -288,6 +290,8 @@ class App:
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
         if method == "GET" and path == "/health":
+            if self.cfg["unhealthy"]:
+                return _json(503, {"status": "unhealthy", "reason": "injected fault (FAULT_UNHEALTHY)"})
             if not self.store.ping():
                 return _json(503, {"status": "unavailable", "reason": "database unreachable"})
             return _json(200, {"status": "ok", "version": self.cfg["version"]})

@@ -1,0 +1,144 @@
+"""Fixtures: a real Docker engine, real HAProxy, and a deployment directory per test.
+
+There are no skips: a test that needs the engine, HAProxy or the images fails when they are
+missing (the test command, scripts/test.sh, installs and starts them first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BLUEGREEN = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (held open together while choosing, so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Project:
+    """A deployment directory with its own ports and project name, and a way to run the CLI in it."""
+
+    root: Path
+    name: str
+    proxy_port: int
+    blue_port: int
+    green_port: int
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+        full_env = {**os.environ, **self.env, **(env or {})}
+        proc = subprocess.run([*BLUEGREEN, *args], cwd=self.root, env=full_env, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "data" / "app.db"
+
+    def write_config(self, **extra: str) -> None:
+        text = (REPO / "orchestrator" / "default.toml").read_text()
+        text = text.replace('project = "bluegreen"', f'project = "{self.name}"')
+        text = text.replace("port = 8080", f"port = {self.proxy_port}")
+        text = text.replace("port = 8101", f"port = {self.blue_port}")
+        text = text.replace("port = 8102", f"port = {self.green_port}")
+        text = text.replace("check_interval_ms = 1000", "check_interval_ms = 300")
+        (self.root / "bluegreen.toml").write_text(text)
+
+
+def _cleanup_project(project: Project) -> None:
+    """Remove every container and proxy process of the project, even after a failed test."""
+    names = [f"{project.name}-blue", f"{project.name}-green"]
+    subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
+    pid_file = project.root / ".bluegreen" / "haproxy" / "haproxy.pid"
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    proxy_port, blue_port, green_port = free_ports(3)
+    p = Project(root=tmp_path, name=f"t{uuid.uuid4().hex[:10]}", proxy_port=proxy_port,
+                blue_port=blue_port, green_port=green_port, env={"BLUEGREEN_ACTOR": "tester"})
+    p.write_config()
+    yield p
+    _cleanup_project(p)
+
+
+@pytest.fixture(scope="session")
+def docker_client():  # type: ignore[no-untyped-def]
+    """The real engine; fails (never skips) when it does not answer."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"a Docker engine is required (scripts/provision.sh starts one): {exc}")
+    for tag in ("v1", "v2"):
+        try:
+            client.images.get(f"bluegreen-model:{tag}")
+        except docker.errors.ImageNotFound:
+            pytest.fail(f"bluegreen-model:{tag} is missing: run bluegreen images build")
+    return client
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def haproxy_processes(project: Project) -> list[int]:
+    """Live haproxy processes started with this project's config file."""
+    cfg = str(project.root / ".bluegreen" / "haproxy" / "haproxy.cfg")
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"haproxy") and cfg.encode() in cmd and state != "Z":
+            pids.append(int(proc.name))
+    return pids

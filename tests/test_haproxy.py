@@ -1,0 +1,146 @@
+"""The HAProxy driver against a real haproxy process and two real HTTP backends."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestrator.errors import PortInUse, ProxyError
+from orchestrator.proxy import Backend
+from orchestrator.proxy.haproxy import HAProxy, _socket_path
+from tests.conftest import free_ports, wait_for
+
+
+def backend_server(color: str, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            body = json.dumps({"color": color}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[HAProxy]:
+    proxy_port, blue_port, green_port = free_ports(3)
+    servers = [backend_server("blue", blue_port), backend_server("green", green_port)]
+    p = HAProxy(tmp_path / "haproxy", "127.0.0.1", proxy_port,
+                [Backend("blue", "127.0.0.1", blue_port), Backend("green", "127.0.0.1", green_port)],
+                check_interval_ms=200)
+    yield p
+    p.stop()
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def colors_seen(p: HAProxy, n: int) -> Counter[str]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{p.port}", timeout=5) as client:
+        return Counter(client.get("/").json()["color"] for _ in range(n))
+
+
+def both_up(p: HAProxy) -> bool:
+    stats = p.stats()
+    return all(stats[c].status == "UP" for c in ("blue", "green"))
+
+
+def test_weights_are_applied_live_and_read_back_from_haproxy(proxy: HAProxy) -> None:
+    proxy.start({"blue": 100, "green": 0})
+    assert proxy.running()
+    assert proxy.weights() == {"blue": 100, "green": 0}
+    assert wait_for(lambda: both_up(proxy), timeout=5)
+    assert colors_seen(proxy, 20) == Counter(blue=20)
+
+    proxy.set_weights({"blue": 75, "green": 25})
+    assert proxy.weights() == {"blue": 75, "green": 25}
+    assert colors_seen(proxy, 40) == Counter(blue=30, green=10)  # smooth weighted round robin
+
+    proxy.set_weights({"blue": 0, "green": 100})
+    assert colors_seen(proxy, 20) == Counter(green=20)
+
+
+def test_a_restart_keeps_the_weights_saved_in_the_config_file(proxy: HAProxy) -> None:
+    proxy.start({"blue": 100, "green": 0})
+    proxy.set_weights({"blue": 10, "green": 90})
+    assert "server green 127.0.0.1:" in proxy.config_path.read_text()
+    assert " weight 90 check" in proxy.config_path.read_text()
+    proxy.stop()
+    assert not proxy.running()
+    # Restart haproxy from its file alone, as a service manager would.
+    subprocess.run(["haproxy", "-D", "-f", str(proxy.config_path), "-p", str(proxy.pid_path)], check=True)
+    assert wait_for(proxy.running, timeout=5)
+    assert wait_for(lambda: _answers(proxy), timeout=5)
+    assert proxy.weights() == {"blue": 10, "green": 90}
+
+
+def _answers(p: HAProxy) -> bool:
+    try:
+        p.command("show info")
+        return True
+    except ProxyError:
+        return False
+
+
+def test_stats_count_each_colours_responses(proxy: HAProxy) -> None:
+    proxy.start({"blue": 50, "green": 50})
+    assert wait_for(lambda: both_up(proxy), timeout=5)
+    colors_seen(proxy, 10)
+    stats = proxy.stats()
+    assert stats["blue"].responses_2xx + stats["green"].responses_2xx == 10
+    assert stats["blue"].responses_2xx == 5
+    assert stats["blue"].weight == 50
+
+
+def test_a_taken_proxy_port_is_refused_before_anything_starts(proxy: HAProxy) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", proxy.port))
+        taken.listen()
+        with pytest.raises(PortInUse) as info:
+            proxy.start({"blue": 100, "green": 0})
+    assert f"port 127.0.0.1:{proxy.port} (proxy.port) is already in use" in info.value.message
+    assert not proxy.running()
+    assert not proxy.config_path.exists()
+
+
+def test_bad_weights_are_refused_and_leave_the_old_ones(proxy: HAProxy) -> None:
+    proxy.start({"blue": 100, "green": 0})
+    with pytest.raises(ProxyError, match=r"weights must be 0\.\.100"):
+        proxy.set_weights({"blue": 150, "green": 0})
+    with pytest.raises(ProxyError, match="no backend named purple"):
+        proxy.set_weights({"purple": 10})
+    assert proxy.weights() == {"blue": 100, "green": 0}
+
+
+def test_a_missing_binary_is_named(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    p = HAProxy(tmp_path, "127.0.0.1", port, [Backend("blue", "127.0.0.1", 1)], binary="no-such-haproxy")
+    with pytest.raises(ProxyError) as info:
+        p.start({"blue": 100})
+    assert info.value.message == "the haproxy binary 'no-such-haproxy' is not installed"
+
+
+def test_a_long_state_path_gets_a_short_socket_path(tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 120)
+    path = _socket_path(deep)
+    assert len(str(path)) < 108 and path.parent == Path("/tmp")
+    assert _socket_path(deep) == path  # stable, so another process finds the same socket

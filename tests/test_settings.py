@@ -1,0 +1,128 @@
+"""Settings: the example file, environment overrides, and the exact words of every refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import ConfigError
+from orchestrator.settings import Settings, default_toml, load_settings
+
+HINT = ("fix bluegreen.toml or the variable named; bluegreen init --force writes the commented default"
+        "   (runbooks/settings.md)")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("BLUEGREEN_"):
+            monkeypatch.delenv(key)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bluegreen.toml"
+    path.write_text(text)
+    return path
+
+
+def error_for(path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    return info.value
+
+
+def test_the_commented_default_file_loads_to_exactly_the_model_defaults(tmp_path: Path) -> None:
+    """default.toml (what `init` writes) and the model's defaults are the same settings."""
+    loaded = load_settings(write(tmp_path, default_toml()))
+    assert loaded.model_dump() == Settings(root=tmp_path).model_dump()
+    assert loaded.root == tmp_path
+    assert loaded.state_dir == tmp_path / ".bluegreen"
+    assert loaded.sqlite_path == tmp_path / "data" / "app.db"
+
+
+def test_environment_variables_override_nested_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLUEGREEN_PROXY__PORT", "9080")
+    monkeypatch.setenv("BLUEGREEN_ENVIRONMENTS__GREEN__PORT", "9102")
+    monkeypatch.setenv("BLUEGREEN_ENVIRONMENTS__ENV", '{"FAULT_LATENCY_MS": "5"}')
+    s = load_settings(write(tmp_path, default_toml()))
+    assert (s.proxy.port, s.environments.green.port, s.environments.blue.port) == (9080, 9102, 8101)
+    assert s.environments.env == {"FAULT_LATENCY_MS": "5"}
+
+
+def test_config_path_comes_from_bluegreen_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "elsewhere.toml"
+    path.write_text('project = "elsewhere"\n')
+    monkeypatch.setenv("BLUEGREEN_CONFIG", str(path))
+    assert load_settings().project == "elsewhere"
+
+
+def test_a_wrong_type_in_the_file_names_key_value_and_rule(tmp_path: Path) -> None:
+    err = error_for(write(tmp_path, '[proxy]\nport = "eighty"\n'))
+    assert err.message == ("invalid settings: proxy.port = 'eighty' (in bluegreen.toml): "
+                           "Input should be a valid integer, unable to parse string as an integer")
+    assert err.hint == HINT
+    assert err.exit_code == 4
+
+
+def test_a_wrong_value_from_the_environment_names_the_variable(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLUEGREEN_PROXY__PORT", "70000")
+    err = error_for(write(tmp_path, ""))
+    assert err.message == ("invalid settings: proxy.port = '70000' (from BLUEGREEN_PROXY__PORT): "
+                           "Input should be less than or equal to 65535")
+
+
+def test_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    err = error_for(write(tmp_path, "[proxy]\nprot = 8080\n"))
+    assert err.message == "invalid settings: unknown key proxy.prot (in bluegreen.toml)"
+
+
+def test_several_problems_are_listed_together(tmp_path: Path) -> None:
+    err = error_for(write(tmp_path, '[proxy]\ndriver = "traefik"\n[environments]\nhealth_timeout = -1\n'))
+    assert err.message == (
+        "invalid settings:\n"
+        "  proxy.driver = 'traefik' (in bluegreen.toml): Input should be 'haproxy'\n"
+        "  environments.health_timeout = -1 (in bluegreen.toml): Input should be greater than 0"
+    )
+
+
+def test_two_services_on_one_port_are_refused(tmp_path: Path) -> None:
+    err = error_for(write(tmp_path, "[environments.green]\nport = 8101\n"))
+    assert err.message == ("invalid settings: environments.green.port = 8101 is already used by "
+                           "environments.blue.port; each needs its own port")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[environments]\nimage = "bluegreen-model:v1"\n',
+         "invalid settings: environments.image = 'bluegreen-model:v1' (in bluegreen.toml): "
+         "must be a repository without a tag (the version is the tag)"),
+        ('[database]\nurl = "mysql://x"\n',
+         "invalid settings: database.url = 'mysql://x' (in bluegreen.toml): "
+         "must start with sqlite:/// or postgresql://"),
+        ('[proxy]\nhost = "localhost"\n',
+         "invalid settings: proxy.host = 'localhost' (in bluegreen.toml): must be an IP address such as 127.0.0.1"),
+        ('project = "Has Spaces"\n',
+         "invalid settings: project = 'Has Spaces' (in bluegreen.toml): "
+         "String should match pattern '^[a-z0-9][a-z0-9_.-]{0,40}$'"),
+    ],
+)
+def test_values_outside_the_rules(tmp_path: Path, text: str, message: str) -> None:
+    assert error_for(write(tmp_path, text)).message == message
+
+
+def test_invalid_toml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "[proxy\nport = 1\n")
+    err = error_for(path)
+    assert err.message == f"{path} is not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 7)"
+    assert err.hint == f"fix the syntax in {path}"
+
+
+def test_a_missing_file_points_at_init(tmp_path: Path) -> None:
+    err = error_for(tmp_path / "bluegreen.toml")
+    assert err.message == f"no settings file at {tmp_path / 'bluegreen.toml'}"
+    assert err.hint == "bluegreen init   (writes a commented bluegreen.toml), or pass --config FILE"
