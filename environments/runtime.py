@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from environments.engine_api import EngineUnavailable, inspect_container, unix_socket_path
 from orchestrator.errors import DockerUnavailable, EnvironmentFailed, ImageNotFound
 
 LABEL = "bluegreen"
@@ -138,11 +139,20 @@ class DockerRuntime:
             raise EnvironmentFailed(f"docker could not start {color}: {_reason(exc)}") from None
         except docker.errors.DockerException as exc:
             raise DockerUnavailable(f"docker could not start {color}: {_reason(exc)}") from None
-        return self._info(container)
+        return _info(container.attrs)
 
     def inspect(self, color: str) -> ContainerInfo | None:
+        socket_path = unix_socket_path(self.host)
+        if socket_path is not None:
+            # Read-only and hot (status): a plain engine API call, without importing the SDK.
+            try:
+                attrs = inspect_container(socket_path, self.name(color), self.timeout)
+            except EngineUnavailable as exc:
+                where = self.host or os.environ.get("DOCKER_HOST") or f"unix://{socket_path}"
+                raise DockerUnavailable(f"the Docker engine at {where} does not answer: {exc}") from None
+            return None if attrs is None else _info(attrs)
         container = self._get(color)
-        return None if container is None else self._info(container)
+        return None if container is None else _info(container.attrs)
 
     def stop(self, color: str, timeout: int = 10) -> None:
         import docker
@@ -201,22 +211,23 @@ class DockerRuntime:
         except docker.errors.DockerException as exc:
             raise DockerUnavailable(f"docker could not inspect {color}: {_reason(exc)}") from None
 
-    @staticmethod
-    def _info(container: Any) -> ContainerInfo:
-        attrs = container.attrs
-        labels = attrs.get("Config", {}).get("Labels") or {}
-        state = attrs.get("State", {})
-        return ContainerInfo(
-            color=labels.get(f"{LABEL}.color", ""),
-            name=attrs.get("Name", "").lstrip("/"),
-            id=container.id[:12],
-            image=labels.get(f"{LABEL}.image", attrs.get("Config", {}).get("Image", "")),
-            version=labels.get(f"{LABEL}.version", ""),
-            port=int(labels.get(f"{LABEL}.port", "0") or 0),
-            state=state.get("Status", "unknown"),
-            exit_code=state.get("ExitCode") if state.get("Status") != "running" else None,
-            started_at=state.get("StartedAt", ""),
-        )
+
+
+def _info(attrs: dict[str, Any]) -> ContainerInfo:
+    """Our view of a container from the engine's inspect document."""
+    labels = attrs.get("Config", {}).get("Labels") or {}
+    state = attrs.get("State", {})
+    return ContainerInfo(
+        color=labels.get(f"{LABEL}.color", ""),
+        name=attrs.get("Name", "").lstrip("/"),
+        id=attrs.get("Id", "")[:12],
+        image=labels.get(f"{LABEL}.image", attrs.get("Config", {}).get("Image", "")),
+        version=labels.get(f"{LABEL}.version", ""),
+        port=int(labels.get(f"{LABEL}.port", "0") or 0),
+        state=state.get("Status", "unknown"),
+        exit_code=state.get("ExitCode") if state.get("Status") != "running" else None,
+        started_at=state.get("StartedAt", ""),
+    )
 
 
 def _reason(exc: Exception) -> str:

@@ -6,10 +6,14 @@ wait at once (with its exit code) instead of burning the whole timeout.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from orchestrator.errors import EnvironmentFailed
 
@@ -27,23 +31,28 @@ class Probe:
 
 
 def probe(base_url: str, timeout: float = 1.0) -> Probe:
-    """GET /health once: healthy when it answers 200."""
-    import httpx
+    """GET /health once: healthy when it answers 200.
 
+    A single plain GET, so the standard library's client does it: ``status`` probes every
+    colour on each run and must not pay for importing a full HTTP stack.
+    """
     start = time.monotonic()
+    url = urlsplit(base_url)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=timeout)
     try:
-        response = httpx.get(f"{base_url}/health", timeout=timeout)
-    except httpx.HTTPError as exc:
-        return Probe(False, None, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-                     time.monotonic() - start)
+        conn.request("GET", "/health")
+        response = conn.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return Probe(False, None, None, reason, time.monotonic() - start)
+    finally:
+        conn.close()
     version = None
-    try:
-        version = response.json().get("version")
-    except ValueError:
-        pass
-    return Probe(response.status_code == 200, response.status_code, version,
-                 None if response.status_code == 200 else f"HTTP {response.status_code}",
-                 time.monotonic() - start)
+    with contextlib.suppress(ValueError, AttributeError):
+        version = json.loads(body).get("version")
+    ok = response.status == 200
+    return Probe(ok, response.status, version, None if ok else f"HTTP {response.status}", time.monotonic() - start)
 
 
 def wait_healthy(
@@ -53,7 +62,7 @@ def wait_healthy(
     container_problem: Callable[[], str | None],
     logs: Callable[[], str] = lambda: "",
     first_delay: float = 0.05,
-    max_delay: float = 0.5,
+    max_delay: float = 0.2,
 ) -> float:
     """Poll until /health answers 200; return the seconds it took.
 

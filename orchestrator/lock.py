@@ -40,7 +40,7 @@ class DeploymentLock:
     def acquire(self, operation: str, actor: str) -> DeploymentLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(self.path, "a+")
+            fh = open(self.path, "a+")  # noqa: SIM115 - kept open for as long as the lock is held
         except OSError as exc:
             raise StateError(f"cannot open the lock file {self.path}: {exc.strerror}") from None
         try:

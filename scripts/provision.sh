@@ -33,8 +33,9 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/bluegreen-dockerd.log"; tail -20 /var/log/bluegreen-dockerd.log >&2; exit 1; }
 fi
 
-# The Python package with its test tools.
-if ! python3 -c "import orchestrator, pytest, typer" >/dev/null 2>&1 || [ pyproject.toml -nt .provisioned-pip ] 2>/dev/null; then
+# The Python package with its test tools, installed from this checkout (editable).
+installed=$(python3 -c "import orchestrator, pytest, typer; print(orchestrator.__file__)" 2>/dev/null || true)
+if [ "$installed" != "$PWD/orchestrator/__init__.py" ] || [ pyproject.toml -nt .provisioned-pip ]; then
   log "installing the bluegreen package"
   python3 -m pip install -q --disable-pip-version-check -e '.[test]'
   touch .provisioned-pip

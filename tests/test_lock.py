@@ -74,8 +74,7 @@ def test_a_lock_whose_holder_was_killed_is_cleared_and_reported_as_stale(tmp_pat
 
 def test_release_frees_the_lock_for_the_next_operation(tmp_path: Path) -> None:
     path = tmp_path / "lock"
-    with DeploymentLock(path).acquire("up", "a"):
-        with pytest.raises(LockHeld):
-            DeploymentLock(path).acquire("down", "b")
+    with DeploymentLock(path).acquire("up", "a"), pytest.raises(LockHeld):
+        DeploymentLock(path).acquire("down", "b")
     with DeploymentLock(path).acquire("down", "b") as lock:
         assert lock.stale is None

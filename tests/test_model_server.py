@@ -122,10 +122,8 @@ def test_bad_input_gets_400_with_the_reason_and_records_nothing(
     start_model: Callable[..., Model], body: Any, error: str
 ) -> None:
     model = start_model()
-    if isinstance(body, str):
-        response = httpx.post(f"{model.url}/predict", content=body)
-    else:
-        response = model.predict(body)
+    raw = isinstance(body, str)
+    response = httpx.post(f"{model.url}/predict", content=body) if raw else model.predict(body)
     assert (response.status_code, response.json()) == (400, {"error": error})
     assert model.rows() == []
 

@@ -118,7 +118,8 @@ def test_values_outside_the_rules(tmp_path: Path, text: str, message: str) -> No
 def test_invalid_toml_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, "[proxy\nport = 1\n")
     err = error_for(path)
-    assert err.message == f"{path} is not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 7)"
+    assert err.message == (f"{path} is not valid TOML: "
+                           "Expected ']' at the end of a table declaration (at line 1, column 7)")
     assert err.hint == f"fix the syntax in {path}"
 
 

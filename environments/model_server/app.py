@@ -20,6 +20,7 @@ Standard library only, besides scikit-learn (and psycopg for PostgreSQL).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
 import pickle
@@ -166,10 +167,9 @@ class PredictionStore:
                 return False
 
     def _reconnect_quietly(self) -> None:
-        try:
+        # Health answers 503 until the database is back; the next ping tries again.
+        with contextlib.suppress(Exception):
             self._connect()
-        except Exception:
-            pass
 
     def record(self, version: str, variant: str, rows: list[list[float]], preds: list[tuple[int, float]]) -> list[int]:
         if self.kind == "none":

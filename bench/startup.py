@@ -1,0 +1,95 @@
+"""Benchmark: CLI cold start and the reference image's container start-to-healthy time.
+
+Prints figures; asserts nothing. Run after scripts/provision.sh:  python3 bench/startup.py [--runs N]
+Ratios are measured in the same run, because these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from orchestrator.deployment import Deployment  # noqa: E402
+from orchestrator.lifecycle import ensure_environment  # noqa: E402
+from orchestrator.settings import load_settings  # noqa: E402
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def timed(argv: list[str], cwd: Path, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, cwd=cwd, check=True, capture_output=True)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def describe(name: str, samples: list[float]) -> str:
+    return (f"{name:<38} median {statistics.median(samples) * 1000:7.0f} ms   "
+            f"min {min(samples) * 1000:6.0f} ms   max {max(samples) * 1000:6.0f} ms   (n={len(samples)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    bluegreen = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        proxy_port, blue_port, green_port = free_ports(3)
+        text = (REPO / "orchestrator" / "default.toml").read_text()
+        text = text.replace('project = "bluegreen"', 'project = "bench-startup"')
+        for old, new in (("port = 8080", proxy_port), ("port = 8101", blue_port), ("port = 8102", green_port)):
+            text = text.replace(old, f"port = {new}")
+        (root / "bluegreen.toml").write_text(text)
+        env = {**os.environ, "BLUEGREEN_ACTOR": "bench"}
+        subprocess.run([*bluegreen, "up"], cwd=root, check=True, capture_output=True, env=env)
+        try:
+            floor = timed([sys.executable, "-c", "pass"], root, args.runs)
+            libs = timed([sys.executable, "-c", "import typer, pydantic, pydantic_settings"], root, args.runs)
+            helps = timed([*bluegreen, "--help"], root, args.runs)
+            status = timed([*bluegreen, "status", "--json"], root, args.runs)
+            print("CLI cold start (a new process each run, deployment up: docker + HAProxy + health probes)")
+            print(describe("python3 -c pass (interpreter floor)", floor))
+            print(describe("import typer+pydantic+pydantic_settings", libs))
+            print(describe("bluegreen --help", helps))
+            print(describe("bluegreen status --json", status))
+            own = statistics.median(status) - statistics.median(libs)
+            print(f"{'status minus the three imports':<38} median {own * 1000:7.0f} ms")
+
+            dep = Deployment(load_settings(root / "bluegreen.toml"), actor="bench")
+            healthy = []
+            for _ in range(max(3, args.runs // 2)):
+                dep.runtime.remove("green")
+                start = time.perf_counter()
+                ensure_environment(dep, "green", dep.settings.image_ref("v2"), "v2")
+                healthy.append(time.perf_counter() - start)
+            dep.runtime.remove("green")
+            print()
+            print("Container start to healthy (docker run of bluegreen-model:v2 until GET /health answers 200)")
+            print(describe("start-to-healthy", healthy))
+        finally:
+            subprocess.run([*bluegreen, "down"], cwd=root, capture_output=True, env=env)
+
+
+if __name__ == "__main__":
+    main()
