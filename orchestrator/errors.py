@@ -6,6 +6,7 @@ with the error's ``exit_code``. Adapters catch vendor exceptions (``docker.error
 ``httpx.HTTPError``, ``sqlite3.Error``, ``OSError``) and re-raise one of these.
 
     BluegreenError                 exit 1
+    ├── InvalidRequest             exit 2   a request that cannot be carried out as asked
     ├── ConfigError                exit 4   bad settings file, key or value
     ├── LockHeld                   exit 3   another operation holds the deployment lock
     ├── StateError                 exit 1   the state database cannot be read or written
@@ -14,9 +15,11 @@ with the error's ``exit_code``. Adapters catch vendor exceptions (``docker.error
     ├── PortInUse                  exit 7   a loopback port we need is taken
     ├── EnvironmentFailed          exit 8   a container crashed or never became healthy
     ├── ProxyError                 exit 9   the reverse proxy failed to start, answer or change
-    └── ImageBuildError            exit 10  building a reference image failed
+    ├── ImageBuildError            exit 10  building a reference image failed
+    ├── ReleaseFailed              exit 11  a release failed a check; traffic went back to the old colour
+    └── ReleaseAborted             exit 12  a release was aborted (operator, Ctrl-C); traffic went back
 
-Exit code 2 is left to the CLI parser (bad arguments), as Click does.
+Exit code 2 is shared with the CLI parser (bad arguments), as Click does; 130 is Ctrl-C.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ class BluegreenError(Exception):
             "hint": self.hint,
             "exit_code": self.exit_code,
         }
+
+
+class InvalidRequest(BluegreenError):
+    exit_code = 2
+    default_hint = "bluegreen release --help   (runbooks/release.md)"
 
 
 class ConfigError(BluegreenError):
@@ -87,3 +95,13 @@ class ProxyError(BluegreenError):
 class ImageBuildError(BluegreenError):
     exit_code = 10
     default_hint = "bluegreen images build --verbose   (runbooks/images.md)"
+
+
+class ReleaseFailed(BluegreenError):
+    exit_code = 11
+    default_hint = "bluegreen history; bluegreen logs green   (runbooks/failed-release.md)"
+
+
+class ReleaseAborted(BluegreenError):
+    exit_code = 12
+    default_hint = "bluegreen status; bluegreen history   (runbooks/release.md)"

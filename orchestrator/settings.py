@@ -14,9 +14,17 @@ import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from orchestrator.errors import ConfigError
@@ -101,6 +109,70 @@ class ImagesSettings(_Section):
     base: str = ""
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from 30, 2.5, "30s", "500ms", "2m" or "1h"."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError("must be a duration such as 30s, 500ms, 2m or a number of seconds")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def check_steps(steps: list[int]) -> list[int]:
+    """Traffic steps in percent: strictly increasing, each in 1..100, ending at 100."""
+    if not steps:
+        raise ValueError("must list at least one step, ending at 100")
+    if any(not 1 <= s <= 100 for s in steps):
+        raise ValueError("each step must be a percentage in 1..100")
+    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        raise ValueError("steps must increase")
+    if steps[-1] != 100:
+        raise ValueError("the last step must be 100")
+    return steps
+
+
+class ReleaseSettings(_Section):
+    steps: list[int] = Field(default_factory=lambda: [10, 25, 50, 100])
+    bake: Duration = 30.0
+    warm_window: Duration = 900.0
+    predict_checks: int = Field(3, ge=0, le=100)
+    predict_body: str = '{"features": [5.1, 3.5, 1.4, 0.2]}'
+
+    _steps = field_validator("steps")(check_steps)
+
+    @field_validator("predict_body")
+    @classmethod
+    def _json_object(cls, value: str) -> str:
+        import json
+
+        try:
+            if not isinstance(json.loads(value), dict):
+                raise ValueError
+        except ValueError:
+            raise ValueError("must be a JSON object, the body of a POST /predict") from None
+        return value
+
+
+class AnalysisSettings(_Section):
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    max_p95_ms: float = Field(500.0, gt=0)
+    max_quality_drop: float = Field(0.05, ge=0, le=1)
+    min_requests: int = Field(0, ge=0)
+    holdout: str = ""
+
+
 class Settings(BaseSettings):
     """One deployment's settings; ``root`` is the directory relative paths are resolved against."""
 
@@ -115,6 +187,8 @@ class Settings(BaseSettings):
     state: StateSettings = StateSettings()
     docker: DockerSettings = DockerSettings()
     images: ImagesSettings = ImagesSettings()
+    release: ReleaseSettings = ReleaseSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
     root: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @classmethod

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS environments (
     version TEXT NOT NULL,
     container_id TEXT NOT NULL,
     port INTEGER NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    env TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -45,7 +46,47 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL DEFAULT '',
     duration_s REAL
 );
+CREATE TABLE IF NOT EXISTS releases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    actor TEXT NOT NULL,
+    image TEXT NOT NULL,
+    version TEXT NOT NULL,
+    env TEXT NOT NULL DEFAULT '{}',
+    from_color TEXT NOT NULL,
+    to_color TEXT NOT NULL,
+    from_image TEXT,
+    from_version TEXT,
+    from_env TEXT NOT NULL DEFAULT '{}',
+    plan TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'running',
+    step TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    request TEXT,
+    requested_by TEXT,
+    pid INTEGER,
+    duration_s REAL
+);
+CREATE TABLE IF NOT EXISTS release_steps (
+    release_id INTEGER NOT NULL REFERENCES releases(id),
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    outcome TEXT NOT NULL DEFAULT 'started',
+    detail TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (release_id, seq)
+);
 """
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a state database written by an earlier bluegreen up to the current tables."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(environments)")}
+    if "env" not in columns:
+        conn.execute("ALTER TABLE environments ADD COLUMN env TEXT NOT NULL DEFAULT '{}'")
 
 
 def now() -> str:
@@ -72,6 +113,7 @@ class EnvironmentRecord:
     container_id: str
     port: int
     updated_at: str
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -108,6 +150,7 @@ class StateStore:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.executescript(SCHEMA)
+                _migrate(conn)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             except (sqlite3.Error, OSError) as exc:
                 raise StateError(f"cannot open the state database {self.path}: {exc}") from None
@@ -135,7 +178,7 @@ class StateStore:
                 conn.execute("ROLLBACK")
             raise
 
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         try:
             return self.conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
@@ -143,7 +186,7 @@ class StateStore:
 
     # -- live colour and weights -------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0]["value"] if rows else None
 
     def live_color(self) -> str | None:
@@ -160,15 +203,37 @@ class StateStore:
 
     # -- environments ------------------------------------------------------------------------
     def environment(self, color: str) -> EnvironmentRecord | None:
-        rows = self._query("SELECT * FROM environments WHERE color = ?", (color,))
-        return EnvironmentRecord(**dict(rows[0])) if rows else None
+        rows = self.query("SELECT * FROM environments WHERE color = ?", (color,))
+        if not rows:
+            return None
+        row = dict(rows[0])
+        row["env"] = json.loads(row["env"] or "{}")
+        return EnvironmentRecord(**row)
 
-    def record_environment(self, color: str, image: str, version: str, container_id: str, port: int) -> None:
+    def record_environment(self, color: str, image: str, version: str, container_id: str, port: int,
+                           env: dict[str, str] | None = None) -> None:
         with self.transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO environments VALUES (?, ?, ?, ?, ?, ?)",
-                (color, image, version, container_id, port, now()),
+                "INSERT OR REPLACE INTO environments (color, image, version, container_id, port, updated_at, env)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (color, image, version, container_id, port, now(), json.dumps(env or {})),
             )
+
+    def forget_environment(self, color: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM environments WHERE color = ?", (color,))
+
+    # -- small JSON documents: the warm standby and the previous live environment ---------------
+    def get_doc(self, key: str) -> dict[str, Any] | None:
+        raw = self._meta(key)
+        return json.loads(raw) if raw else None
+
+    def set_doc(self, key: str, doc: dict[str, Any] | None) -> None:
+        with self.transaction() as conn:
+            if doc is None:
+                conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(doc)))
 
     # -- audit log ---------------------------------------------------------------------------
     @contextmanager
@@ -204,7 +269,7 @@ class StateStore:
                 )
 
     def history(self, limit: int = 50) -> list[AuditEntry]:
-        rows = self._query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         return [
             AuditEntry(id=r["id"], started_at=r["started_at"], actor=r["actor"], action=r["action"],
                        args=json.loads(r["args"]), outcome=r["outcome"], detail=r["detail"],
