@@ -63,8 +63,8 @@ def _deployment() -> Deployment:
 
 
 def _progress(msg: str) -> None:
-    if not OPTIONS.json:
-        typer.echo(f"  {msg}", err=True)
+    # Progress goes to stderr even with --json: stdout stays one clean JSON document.
+    typer.echo(f"  {msg}", err=True)
 
 
 def _emit(doc: Any) -> None:
@@ -132,14 +132,26 @@ def _render_status(s: Status) -> None:
         console.print(f"[red]proxy: {s.proxy_error}[/]")
     if s.lock:
         console.print(f"lock: held by {s.lock}")
+    if s.release:
+        r = s.release
+        if r["interrupted"]:
+            console.print(f"[red]{r['kind']} {r['id']} of {r['version']} was cut short at step {r['step']}[/]: "
+                          "run bluegreen recover")
+        else:
+            console.print(f"{r['kind']} {r['id']} of {r['version']} into {r['to']} in progress: step {r['step']}")
+    if s.warm and s.warm.get("color") != s.live:
+        import time
+
+        left = max(0, int(float(s.warm["until"]) - time.time()))
+        console.print(f"{s.warm['color']} is kept warm for rollback for {left}s more")
     table = Table()
-    for col in ("colour", "weight", "image", "version", "container", "health", "url"):
+    for col in ("colour", "weight", "version", "image", "container", "health"):
         table.add_column(col)
     for color, cs in s.environments.items():
         weight = f"{weights[color]}%" if color in weights else "-"
         health = f"[green]{cs.health}[/]" if cs.healthy else f"[yellow]{cs.health}[/]"
-        table.add_row(color + (" (live)" if color == s.live else ""), weight, cs.image or "-", cs.version or "-",
-                      cs.container, health, cs.url)
+        table.add_row(color + ("*" if color == s.live else ""), weight, cs.version or "-", cs.image or "-",
+                      cs.container, health)
     console.print(table)
 
 
@@ -179,22 +191,193 @@ def history(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many entries, newest first.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show the audit log: every action, who ran it, when, and how it ended."""
+    """Show every release and rollback with its steps, and the audit log of every action."""
+    from orchestrator.journal import Journal
+
     OPTIONS.json = as_json
-    entries = _deployment().state.history(limit)
+    dep = _deployment()
+    releases = Journal(dep.state).recent(limit)
+    entries = dep.state.history(limit)
     if as_json:
-        _emit([e.to_dict() for e in entries])
+        _emit({"releases": [r.to_dict() for r in releases], "audit": [e.to_dict() for e in entries]})
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table()
+    console = Console()
+    changes = Table(title="releases and rollbacks")
+    for col in ("id", "kind", "started", "actor", "version", "colours", "status", "seconds", "steps / reason"):
+        changes.add_column(col)
+    for r in releases:
+        steps = " ".join(f"{s.name}{'' if s.outcome == 'done' else '(' + s.outcome + ')'}" for s in r.steps)
+        changes.add_row(str(r.id), r.kind, r.started_at, r.actor, f"{r.from_version} → {r.version}",
+                        f"{r.from_color} → {r.to_color}", r.status,
+                        "" if r.duration_s is None else f"{r.duration_s:.1f}", (steps + "\n" + r.reason).strip())
+    console.print(changes)
+    table = Table(title="audit log")
     for col in ("id", "started", "actor", "action", "outcome", "seconds", "detail"):
         table.add_column(col)
     for e in entries:
         table.add_row(str(e.id), e.started_at, e.actor, e.action, e.outcome,
                       "" if e.duration_s is None else f"{e.duration_s:.2f}", e.detail)
-    Console().print(table)
+    console.print(table)
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair.split('=')[0]!r} must be KEY=VALUE", param_hint="--env")
+        env[key] = value
+    return env
+
+
+def _parse_steps(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} must be comma-separated percentages such as 10,25,50,100",
+                                 param_hint="--steps") from None
+
+
+def _parse_bake(text: str | None) -> float | None:
+    from orchestrator.settings import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} {exc}", param_hint="--bake") from None
+
+
+@app.command()
+def release(
+    image: Annotated[str, typer.Argument(help="The image to release, e.g. bluegreen-model:v2.")],
+    version: Annotated[str | None, typer.Option("--version", help="Version it serves (default: the image "
+                       "tag); the health gate checks that /version reports it.", show_default=False)] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for the new container "
+                   "(repeatable; values are never printed).", show_default=False)] = None,
+    steps: Annotated[str | None, typer.Option("--steps", help="Traffic steps in percent, e.g. 10,25,50,100 "
+                     "(default: release.steps).", show_default=False)] = None,
+    bake: Annotated[str | None, typer.Option("--bake", help="Bake time per step: 30s, 2m, 500ms "
+                    "(default: release.bake).", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Release IMAGE into the idle colour: health gate, then shift traffic step by step, then promote."""
+    from orchestrator.plan import ReleaseRequest
+    from orchestrator.release import plan as make_plan
+    from orchestrator.release import release as do_release
+
+    OPTIONS.json = as_json
+    dep = _deployment()
+    rs = dep.settings.release
+    request = ReleaseRequest(image=image, version=version, env=_parse_env(env or []),
+                             steps=_parse_steps(steps) or list(rs.steps),
+                             bake=rs.bake if (b := _parse_bake(bake)) is None else b)
+    if dry_run:
+        the_plan = make_plan(dep, request)
+        if as_json:
+            _emit({"dry_run": True, "plan": the_plan.to_dict()})
+        else:
+            typer.echo("\n".join(the_plan.describe()))
+            typer.echo("(dry run: nothing changed)")
+        return
+    _install_sigterm()
+    result = do_release(dep, request, progress=_progress)
+    if as_json:
+        _emit(result.to_dict())
+        return
+    typer.echo(f"released {result.version}: {result.to_color} is live ({result.seconds:.1f}s, "
+               f"of which baking {result.bake_seconds:.0f}s); {result.from_color} stays warm for rollback")
+
+
+def _install_sigterm() -> None:
+    """SIGTERM (a scheduler or CI cancelling us) ends a release like Ctrl-C: traffic goes back first."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@app.command()
+def rollback(
+    to: Annotated[str | None, typer.Option("--to", help="A version from history, or 'baseline' for the "
+                  "rules-based fallback (default: the previous version).", show_default=False)] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the history.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Send all traffic back to the previous version now (instant while its colour is warm)."""
+    from orchestrator.rollback import rollback as do_rollback
+
+    OPTIONS.json = as_json
+    result = do_rollback(_deployment(), to, reason, progress=_progress)
+    if as_json:
+        _emit(result.to_dict())
+        return
+    how = "switched at once (warm)" if result.warm else "started and gated first"
+    typer.echo(f"rolled back: {result.live} serves {result.version} ({result.variant}); {how}, "
+               f"{result.seconds:.2f}s")
+
+
+@app.command()
+def promote(as_json: JsonOpt = False) -> None:
+    """Ask the release in progress to skip its remaining steps and promote now."""
+    from orchestrator.rollback import request
+
+    OPTIONS.json = as_json
+    rec = request(_deployment(), "promote", progress=_progress)
+    if as_json:
+        _emit(rec.to_dict())
+        return
+    typer.echo(f"release {rec.id} of {rec.version}: {rec.status}" + (f" ({rec.reason})" if rec.reason else ""))
+
+
+@app.command()
+def abort(as_json: JsonOpt = False) -> None:
+    """Stop the release in progress (from any terminal): traffic returns to the serving colour."""
+    from orchestrator.rollback import request
+
+    OPTIONS.json = as_json
+    rec = request(_deployment(), "abort", progress=_progress)
+    if as_json:
+        _emit(rec.to_dict())
+        return
+    typer.echo(f"release {rec.id} of {rec.version}: {rec.status}" + (f" ({rec.reason})" if rec.reason else ""))
+
+
+@app.command()
+def recover(as_json: JsonOpt = False) -> None:
+    """Finish a release or rollback cut short by a crash, and bring the live colour up healthy."""
+    from orchestrator.rollback import recover as do_recover
+
+    OPTIONS.json = as_json
+    result = do_recover(_deployment(), progress=_progress)
+    if as_json:
+        _emit(result.to_dict())
+        return
+    for note in result.notes or ["nothing was interrupted"]:
+        typer.echo(note)
+    typer.echo(f"{result.live} is live with {result.image}")
+
+
+@app.command()
+def retire(as_json: JsonOpt = False) -> None:
+    """Stop the warm previous colour now instead of at the end of its window."""
+    from orchestrator.rollback import retire_now
+
+    OPTIONS.json = as_json
+    color = retire_now(_deployment(), progress=_progress)
+    if as_json:
+        _emit({"retired": color})
+        return
+    typer.echo(f"retired {color}" if color else "nothing warm to retire")
 
 
 @images_app.command("build")

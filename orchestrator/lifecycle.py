@@ -16,6 +16,7 @@ from orchestrator.deployment import Deployment, other
 from orchestrator.errors import EnvironmentFailed
 from orchestrator.health import probe, wait_healthy
 from orchestrator.ports import require_free
+from orchestrator.recovery import housekeeping
 from orchestrator.settings import COLORS
 
 Progress = Callable[[str], None]
@@ -33,27 +34,34 @@ class UpResult:
     url: str
     changed: list[str]
     seconds: float
+    notes: list[str]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def up(dep: Deployment, progress: Progress = _quiet) -> UpResult:
-    """Make the live colour run healthy behind the proxy; change nothing that already is so."""
+def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpResult:
+    """Make the live colour run healthy behind the proxy; change nothing that already is so.
+
+    First finishes a release or rollback that a dead process left half-done (see recovery).
+    """
     start = time.monotonic()
-    with dep.lock("up") as lock, dep.state.action(dep.actor, "up") as audit:
+    with dep.lock(action) as lock, dep.state.action(dep.actor, action) as audit:
         if lock.stale:
             audit.notes.append(f"cleared a stale lock left by {lock.stale.describe()}")
+        notes = housekeeping(dep, progress)
+        audit.notes.extend(notes)
         live = dep.state.live_color() or "blue"
         record = dep.state.environment(live)
         version = record.version if record else dep.settings.environments.version
         image = record.image if record else dep.settings.image_ref(version)
+        env = record.env if record else {}
         audit.args.update(color=live, image=image)
         changed: list[str] = []
         started_container = False
         started_proxy = False
         try:
-            info = ensure_environment(dep, live, image, version, progress)
+            info = ensure_environment(dep, live, image, version, progress, env)
             if info is not None:
                 started_container = True
                 changed.append(f"started {live} ({image})")
@@ -69,7 +77,7 @@ def up(dep: Deployment, progress: Progress = _quiet) -> UpResult:
                 changed.append(f"started {dep.proxy.name} on {dep.proxy_url}")
             current = info or dep.runtime.inspect(live)
             assert current is not None
-            dep.state.record_environment(live, image, version, current.id, current.port)
+            dep.state.record_environment(live, image, version, current.id, current.port, env)
             dep.state.set_live(live, weights)
         except BaseException:
             if started_proxy:
@@ -78,7 +86,7 @@ def up(dep: Deployment, progress: Progress = _quiet) -> UpResult:
                 dep.runtime.remove(live)
             raise
         audit.notes.append(", ".join(changed) if changed else "already up; nothing changed")
-    return UpResult(live, image, version, dep.proxy_url, changed, round(time.monotonic() - start, 3))
+    return UpResult(live, image, version, dep.proxy_url, changed, round(time.monotonic() - start, 3), notes)
 
 
 def ensure_environment(dep: Deployment, color: str, image: str, version: str,
@@ -136,6 +144,7 @@ def down(dep: Deployment, progress: Progress = _quiet) -> DownResult:
     with dep.lock("down") as lock, dep.state.action(dep.actor, "down") as audit:
         if lock.stale:
             audit.notes.append(f"cleared a stale lock left by {lock.stale.describe()}")
+        audit.notes.extend(housekeeping(dep, progress))
         stopped = []
         if dep.proxy.running():
             progress(f"stopping {dep.proxy.name}")
@@ -153,5 +162,6 @@ def down(dep: Deployment, progress: Progress = _quiet) -> DownResult:
                     errors.append(exc.message)
         if errors:
             raise EnvironmentFailed("; ".join(errors))
+        dep.state.set_doc("warm", None)
         audit.notes.append(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
     return DownResult(stopped)

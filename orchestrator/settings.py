@@ -8,6 +8,7 @@ the models below and, commented, in ``default.toml`` (a test keeps the two equal
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 import tomllib
@@ -136,7 +137,7 @@ def check_steps(steps: list[int]) -> list[int]:
         raise ValueError("must list at least one step, ending at 100")
     if any(not 1 <= s <= 100 for s in steps):
         raise ValueError("each step must be a percentage in 1..100")
-    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(steps)):
         raise ValueError("steps must increase")
     if steps[-1] != 100:
         raise ValueError("the last step must be 100")

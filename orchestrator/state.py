@@ -201,6 +201,14 @@ class StateStore:
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('live_color', ?)", (color,))
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('weights', ?)", (json.dumps(weights),))
 
+    def switch_live(self, color: str, weights: dict[str, int], previous: dict[str, Any],
+                    warm: dict[str, Any]) -> None:
+        """One transaction: the live colour, the one it replaced, and how long that stays warm."""
+        with self.transaction() as conn:
+            for key, value in (("live_color", color), ("weights", json.dumps(weights)),
+                               ("previous", json.dumps(previous)), ("warm", json.dumps(warm))):
+                conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     # -- environments ------------------------------------------------------------------------
     def environment(self, color: str) -> EnvironmentRecord | None:
         rows = self.query("SELECT * FROM environments WHERE color = ?", (color,))

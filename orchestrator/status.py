@@ -8,6 +8,7 @@ from typing import Any
 from orchestrator.deployment import Deployment
 from orchestrator.errors import ProxyError
 from orchestrator.health import probe
+from orchestrator.journal import Journal
 from orchestrator.lock import current_holder
 from orchestrator.settings import COLORS
 
@@ -36,6 +37,8 @@ class Status:
     lock: str | None
     environments: dict[str, ColorStatus] = field(default_factory=dict)
     proxy_error: str | None = None
+    release: dict[str, Any] | None = None  # the release or rollback in progress (or cut short)
+    warm: dict[str, Any] | None = None  # the previous colour kept running, and until when
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +65,13 @@ def status(dep: Deployment) -> Status:
         recorded_weights=dep.state.weights(),
         lock=holder.describe() if holder else None,
         proxy_error=proxy_error,
+        warm=dep.state.get_doc("warm"),
     )
+    current = Journal(dep.state).running()
+    if current is not None:
+        result.release = {"id": current.id, "kind": current.kind, "version": current.version,
+                          "to": current.to_color, "step": current.step, "pid": current.pid,
+                          "interrupted": holder is None}
     for color in COLORS:
         cs = ColorStatus(color=color, url=dep.url(color))
         info = dep.runtime.inspect(color)

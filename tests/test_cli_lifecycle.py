@@ -98,7 +98,7 @@ def test_up_twice_changes_nothing_the_second_time(project: Project) -> None:
     assert second.code == 0
     assert second.out.startswith("already up: blue serves bluegreen-model:v1\n")
     assert status(project)["environments"]["blue"]["container_id"] == first_id
-    history = json.loads(project.run("history", "--json").out)
+    history = json.loads(project.run("history", "--json").out)["audit"]
     assert [(h["action"], h["outcome"], h["actor"]) for h in history] == [("up", "ok", "tester")] * 2
     assert history[0]["detail"] == "already up; nothing changed"
 
@@ -171,7 +171,7 @@ def test_a_container_crashing_at_start_is_reported_with_its_logs(project: Projec
     assert "FAULT_CRASH_ON_START is set: exiting with status 3" in result.err
     assert result.err.rstrip().endswith("Try: bluegreen logs blue   (runbooks/failed-start.md)")
     assert_nothing_started(project)
-    [entry] = json.loads(project.run("history", "--json").out)
+    [entry] = json.loads(project.run("history", "--json").out)["audit"]
     assert entry["outcome"] == "failed" and "exited with code 3" in entry["detail"]
 
 
@@ -236,7 +236,7 @@ def test_a_second_operator_is_refused_while_the_lock_is_held(project: Project) -
         child.stdout.close()  # type: ignore[union-attr]
     # The holder is gone: the next operator gets the lock, and the stale record is noted.
     assert project.run("up").code == 0
-    history = json.loads(project.run("history", "--json").out)
+    history = json.loads(project.run("history", "--json").out)["audit"]
     assert history[0]["detail"].startswith(f"cleared a stale lock left by alice@ops (pid {child.pid}")
 
 

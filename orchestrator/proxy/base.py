@@ -25,6 +25,7 @@ class ServerStats:
     weight: int
     current_sessions: int
     total_sessions: int
+    responses_total: int  # answers of any status relayed from this server
     responses_2xx: int
     responses_5xx: int
     errors: int  # connection and response errors
@@ -38,8 +39,10 @@ class ServerStats:
             except ValueError:
                 return 0
 
+        answered = sum(num(k) for k in ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"))
         return cls(status=row.get("status", ""), weight=num("weight"), current_sessions=num("scur"),
-                   total_sessions=num("stot"), responses_2xx=num("hrsp_2xx"), responses_5xx=num("hrsp_5xx"),
+                   total_sessions=num("stot"), responses_total=answered, responses_2xx=num("hrsp_2xx"),
+                   responses_5xx=num("hrsp_5xx"),
                    errors=num("econ") + num("eresp"), avg_response_ms=num("rtime"))
 
     def to_dict(self) -> dict[str, Any]:

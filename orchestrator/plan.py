@@ -1,0 +1,110 @@
+"""Plan a release: a pure function from what is observed and what is asked to a list of steps.
+
+Nothing here touches Docker, the proxy or the state: ``--dry-run`` prints the plan, and most
+release rules are tested table-driven against this module alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from orchestrator.errors import InvalidRequest
+from orchestrator.settings import check_steps
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What is true before the release: read from the state, the engine and the proxy."""
+
+    live_color: str | None
+    live_image: str | None
+    live_version: str | None
+    live_env: dict[str, str] = field(default_factory=dict)
+    live_running: bool = False
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    image: str
+    version: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    steps: list[int] = field(default_factory=lambda: [10, 25, 50, 100])
+    bake: float = 30.0
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # start, gate, shift-10, …, shift-100, promote
+    action: str  # start | gate | shift | promote
+    weight: int | None = None  # the candidate's share of traffic, for shift steps
+    bake: float = 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    image: str
+    version: str
+    env: dict[str, str]
+    from_color: str
+    to_color: str
+    from_image: str | None
+    from_version: str | None
+    from_env: dict[str, str]
+    steps: list[Step]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["env"] = sorted(self.env)  # names only: values may be credentials
+        d["from_env"] = sorted(self.from_env)
+        return d
+
+    def describe(self) -> list[str]:
+        lines = [f"release {self.image} (version {self.version}) into {self.to_color}; "
+                 f"{self.from_color} serves {self.from_image} until then"]
+        for i, step in enumerate(self.steps, 1):
+            if step.action == "start":
+                what = f"start {self.to_color} with {self.image} and wait until /health answers 200"
+            elif step.action == "gate":
+                what = f"health gate: /version reports {self.version}, /predict answers, quality vs {self.from_color}"
+            elif step.action == "shift":
+                what = (f"shift {step.weight}% of traffic to {self.to_color}, bake {step.bake:g}s, "
+                        "check error rate, p95 latency and model quality")
+            else:
+                what = f"promote {self.to_color}; keep {self.from_color} warm for rollback"
+            lines.append(f"{i}. {step.name}: {what}")
+        return lines
+
+
+def version_of(image: str, version: str | None) -> str:
+    if version:
+        return version
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last or last.endswith(":"):
+        raise InvalidRequest(f"{image} has no tag to take the version from",
+                             "give the image a tag (repo:tag) or pass --version")
+    return last.split(":", 1)[1]
+
+
+def plan_release(observed: Observed, request: ReleaseRequest) -> Plan:
+    """The steps of a release, or InvalidRequest saying why it cannot be done as asked."""
+    version = version_of(request.image, request.version)
+    if observed.live_color is None or observed.live_image is None:
+        raise InvalidRequest("nothing is live to release against", "bluegreen up   (then release)")
+    if version == observed.live_version:
+        raise InvalidRequest(f"version {version} is already live in {observed.live_color}",
+                             "release another version; bluegreen status shows what runs")
+    try:
+        steps = check_steps(list(request.steps))
+    except ValueError as exc:
+        raise InvalidRequest(f"steps {','.join(map(str, request.steps))}: {exc}",
+                             "e.g. --steps 10,25,50,100 (increasing, ending at 100)") from None
+    if request.bake < 0:
+        raise InvalidRequest(f"bake {request.bake:g}s must not be negative", "e.g. --bake 30s")
+    to_color = "green" if observed.live_color == "blue" else "blue"
+    plan_steps = [Step("start", "start"), Step("gate", "gate")]
+    plan_steps += [Step(f"shift-{w}", "shift", w, request.bake) for w in steps]
+    plan_steps.append(Step("promote", "promote"))
+    return Plan(image=request.image, version=version, env=dict(request.env), from_color=observed.live_color,
+                to_color=to_color, from_image=observed.live_image, from_version=observed.live_version,
+                from_env=dict(observed.live_env), steps=plan_steps)

@@ -1,0 +1,135 @@
+"""Bringing traffic to a healthy colour after a failure or a crash, and retiring the warm colour.
+
+``settle`` is the one mechanism behind every way a release or rollback ends badly: a failed
+check, Ctrl-C, an abort from another terminal, or a ``kill -9`` noticed later by the next
+command. It never sends traffic to a dead colour or to a candidate that did not pass its gate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from orchestrator.deployment import Deployment
+from orchestrator.errors import BluegreenError, ProxyError
+from orchestrator.health import probe
+from orchestrator.journal import Journal, ReleaseRecord
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Settled:
+    color: str  # the colour that now has all traffic
+    status: str
+    reason: str
+
+
+def colour_ok(dep: Deployment, color: str, image: str | None) -> bool:
+    """The colour's container runs ``image`` and answers /health with 200."""
+    info = dep.runtime.inspect(color)
+    return bool(info and info.running and (image is None or info.image == image) and probe(dep.url(color)).healthy)
+
+
+def settle(dep: Deployment, rec: ReleaseRecord, status: str, reason: str, progress: Progress = _quiet) -> Settled:
+    """End ``rec`` with all traffic on a healthy colour, preferring the one that was serving.
+
+    For a release the serving colour is ``from_color``; the candidate is used only when the
+    serving colour is dead and the candidate passed its health gate. For a rollback the
+    target is preferred once it passed its gate. When neither is usable, the serving colour
+    is started again from its image. Raises (leaving the journal open for a later recover)
+    only when the proxy cannot be changed.
+    """
+    from orchestrator.lifecycle import ensure_environment
+
+    journal = Journal(dep.state)
+    planned = {step["name"] for step in rec.plan.get("steps", [])}
+    # A warm rollback's target was serving moments ago: it needs no gate to count as proven.
+    candidate_proven = rec.step_done("gate") or (rec.kind == "rollback" and "gate" not in planned)
+    order = [(rec.from_color, rec.from_image, True), (rec.to_color, rec.image, candidate_proven)]
+    if rec.kind == "rollback":
+        order.reverse()
+    target = next((c for c, image, allowed in order if allowed and colour_ok(dep, c, image)), None)
+    if target is None:
+        progress(f"neither colour is healthy: starting {rec.from_color} again with {rec.from_image}")
+        assert rec.from_image is not None and rec.from_version is not None
+        ensure_environment(dep, rec.from_color, rec.from_image, rec.from_version, progress, rec.from_env)
+        target = rec.from_color
+    other = rec.to_color if target == rec.from_color else rec.from_color
+    weights = {target: 100, other: 0}
+    if dep.proxy.running():
+        dep.proxy.set_weights(weights)
+    else:
+        progress(f"the proxy was down: starting it with all traffic on {target}")
+        dep.proxy.start(weights)
+    progress(f"traffic: 100% {target}")
+    if target == rec.from_color:
+        try:
+            dep.runtime.remove(rec.to_color)
+            dep.state.forget_environment(rec.to_color)
+        except BluegreenError as exc:  # traffic is safe; a leftover container is only untidy
+            reason += f"; could not remove {rec.to_color}: {exc.message}"
+        final_status = status
+    else:
+        final_status = "recovered"
+        reason += f"; {rec.from_color} was not healthy, so {target} (which passed its gate) kept the traffic"
+    image, version, env = ((rec.from_image, rec.from_version, rec.from_env) if target == rec.from_color
+                           else (rec.image, rec.version, rec.env))
+    info = dep.runtime.inspect(target)
+    if info is not None and image is not None and version is not None:
+        dep.state.record_environment(target, image, version, info.id, info.port, env)
+    dep.state.set_live(target, weights)
+    journal.finish(rec.id, final_status, reason)
+    return Settled(target, final_status, reason)
+
+
+def housekeeping(dep: Deployment, progress: Progress = _quiet) -> list[str]:
+    """Run by every command that holds the lock: finish an interrupted release, retire a warm colour.
+
+    The caller holds the lock, so a release still marked running was left by a process that died.
+    """
+    notes = []
+    rec = Journal(dep.state).running()
+    if rec is not None and rec.step_done("promote"):
+        # Everything was done but writing the end: nothing to undo.
+        Journal(dep.state).finish(rec.id, "promoted", "completed; its process died before recording the end")
+        notes.append(f"release {rec.id} had completed; recorded it as promoted")
+    elif rec is not None:
+        progress(f"{rec.kind} {rec.id} of {rec.version} was interrupted at step {rec.step or 'plan'}: recovering")
+        settled = settle(dep, rec, "rolled_back",
+                         f"interrupted at step {rec.step or 'plan'} (its process died); recovered by {dep.actor}",
+                         progress)
+        notes.append(f"recovered {rec.kind} {rec.id} (interrupted at {rec.step or 'plan'}): "
+                     f"traffic on {settled.color}")
+    retired = retire(dep, force=False, progress=progress)
+    if retired:
+        notes.append(f"retired warm {retired}")
+    return notes
+
+
+def retire(dep: Deployment, force: bool, progress: Progress = _quiet) -> str | None:
+    """Stop the warm colour once its window has passed (or now, with ``force``); its name or None."""
+    warm = dep.state.get_doc("warm")
+    if warm is None:
+        return None
+    color = str(warm["color"])
+    if color == dep.state.live_color():
+        dep.state.set_doc("warm", None)
+        return None
+    if not force and time.time() < float(warm["until"]):
+        return None
+    weights = dep.proxy.weights() if dep.proxy.running() else {}
+    if weights.get(color, 0) > 0:
+        raise ProxyError(f"{color} still has {weights[color]}% of traffic; not retiring it",
+                         "bluegreen status; bluegreen recover")
+    progress(f"retiring {color} (warm window over)" if not force else f"retiring {color}")
+    dep.runtime.stop(color)
+    dep.runtime.remove(color)
+    dep.state.forget_environment(color)
+    dep.state.set_doc("warm", None)
+    return color

@@ -1,0 +1,302 @@
+"""Run a release: plan → lock → start the candidate → gate → shift traffic step by step → promote.
+
+Each step is journaled before it acts and completed after. Any failure (a check, Ctrl-C or
+SIGTERM, an abort from another terminal, a proxy error) ends in ``recovery.settle``: all
+traffic back on the colour that was serving, the candidate stopped, the reason recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from orchestrator import analysis
+from orchestrator.deployment import Deployment
+from orchestrator.errors import (
+    BluegreenError,
+    EnvironmentFailed,
+    InvalidRequest,
+    ProxyError,
+    ReleaseAborted,
+    ReleaseFailed,
+)
+from orchestrator.journal import Journal
+from orchestrator.lifecycle import ensure_environment
+from orchestrator.plan import Observed, Plan, ReleaseRequest, Step, plan_release
+from orchestrator.ports import require_free
+from orchestrator.recovery import colour_ok, housekeeping, retire, settle
+
+Progress = Callable[[str], None]
+
+# Fault injection for crash-safety tests and drills: "<step>:<before|after>" kills this process
+# with SIGKILL at that point, as a power cut or an OOM kill would.
+CRASH_AT = "BLUEGREEN_FAULT_CRASH_AT"
+POLL = 0.1  # seconds between looks at abort/promote requests while baking
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass
+class ReleaseResult:
+    id: int
+    status: str
+    image: str
+    version: str
+    from_color: str
+    to_color: str
+    seconds: float
+    bake_seconds: float
+    start_seconds: float
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Requested(Exception):
+    def __init__(self, what: str, who: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.who = who
+
+
+def observe(dep: Deployment) -> Observed:
+    live = dep.state.live_color()
+    record = dep.state.environment(live) if live else None
+    return Observed(
+        live_color=live,
+        live_image=record.image if record else None,
+        live_version=record.version if record else None,
+        live_env=record.env if record else {},
+        live_running=bool(live and record and colour_ok(dep, live, record.image)),
+    )
+
+
+def plan(dep: Deployment, request: ReleaseRequest) -> Plan:
+    """The plan for ``request`` against what runs now (for --dry-run: takes no lock, changes nothing)."""
+    return plan_release(observe(dep), request)
+
+
+def release(dep: Deployment, request: ReleaseRequest, progress: Progress = _quiet) -> ReleaseResult:
+    with dep.lock("release") as lock, dep.state.action(dep.actor, "release", {"image": request.image}) as audit:
+        if lock.stale:
+            audit.notes.append(f"cleared a stale lock left by {lock.stale.describe()}")
+        audit.notes.extend(housekeeping(dep, progress))
+        observed = observe(dep)
+        the_plan = plan_release(observed, request)
+        audit.args.update(version=the_plan.version, to=the_plan.to_color)
+        _preflight(dep, the_plan, observed)
+        result = _Executor(dep, the_plan, progress).run()
+        audit.notes.append(f"release {result.id}: {result.status}")
+        return result
+
+
+def _preflight(dep: Deployment, p: Plan, observed: Observed) -> None:
+    """Refuse, before anything changes, what would fail half-way."""
+    if not dep.proxy.running():
+        raise InvalidRequest(f"the proxy is not running, so {p.from_color} serves nothing to release against",
+                             "bluegreen up")
+    if not observed.live_running:
+        raise InvalidRequest(f"the live colour {p.from_color} is not healthy; a release needs it to fall back to",
+                             "bluegreen recover   (runbooks/failed-start.md)")
+    dep.runtime.require_image(p.image)
+    if dep.runtime.inspect(p.to_color) is None:
+        require_free(dep.settings.environments.host, dep.settings.environments.color(p.to_color).port,
+                     f"environments.{p.to_color}.port")
+
+
+class _Executor:
+    def __init__(self, dep: Deployment, plan: Plan, progress: Progress) -> None:
+        self.dep = dep
+        self.plan = plan
+        self.progress = progress
+        self.journal = Journal(dep.state)
+        self.settings = dep.settings
+        self.bake_seconds = 0.0
+        self.start_seconds = 0.0
+        self.fast_forward: str | None = None  # who asked to promote now
+        self.steps: list[dict[str, Any]] = []
+
+    def run(self) -> ReleaseResult:
+        p = self.plan
+        rid = self.journal.begin("release", self.dep.actor, p.image, p.version, p.env, p.from_color, p.to_color,
+                                 p.from_image, p.from_version, p.from_env, p.to_dict())
+        self.rid = rid
+        began = time.monotonic()
+        seq = 0
+        step = p.steps[0]
+        previous_handler = signal.signal(signal.SIGTERM, _sigterm)
+        try:
+            for seq, step in enumerate(p.steps):
+                self._check_requests()
+                self.journal.step_started(rid, seq, step.name)
+                _crash_point(step.name, "before")
+                detail = self._do(step)
+                self.journal.step_finished(rid, seq, "done" if not detail.get("skipped") else "skipped", detail)
+                self.steps.append({"name": step.name, "outcome": "done", **detail})
+                _crash_point(step.name, "after")
+        except BaseException as exc:
+            status, reason, error = self._classify(exc, step)
+            self.journal.step_finished(rid, seq, "failed", {"error": reason})
+            self.steps.append({"name": step.name, "outcome": "failed", "error": reason})
+            self.progress(f"{step.name} failed: {reason}")
+            self.progress(f"returning all traffic to {p.from_color}")
+            rec = self.journal.get(rid)
+            assert rec is not None
+            settle(self.dep, rec, status, reason, self.progress)
+            if isinstance(exc, BluegreenError | _Requested | KeyboardInterrupt):
+                raise error from None
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
+        seconds = time.monotonic() - began
+        self.journal.finish(rid, "promoted", "", round(seconds, 3))
+        return ReleaseResult(rid, "promoted", p.image, p.version, p.from_color, p.to_color, round(seconds, 3),
+                             round(self.bake_seconds, 3), round(self.start_seconds, 3), self.steps)
+
+    def _classify(self, exc: BaseException, step: Step) -> tuple[str, str, BluegreenError]:
+        p = self.plan
+        back = f"traffic is back on {p.from_color} ({p.from_version})"
+        if isinstance(exc, _Requested):
+            reason = f"aborted by {exc.who}"
+            return "aborted", reason, ReleaseAborted(f"release of {p.version} {reason} at {step.name}; {back}")
+        if isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted (Ctrl-C or SIGTERM)"
+            return "aborted", reason, ReleaseAborted(f"release of {p.version} {reason} at {step.name}; {back}")
+        if isinstance(exc, BluegreenError):
+            hint = exc.hint if isinstance(exc, EnvironmentFailed) else None
+            return "rolled_back", exc.message, ReleaseFailed(
+                f"release of {p.version} failed at {step.name}: {exc.message}\n  {back}",
+                hint or f"bluegreen history; bluegreen logs {p.to_color}   (runbooks/failed-release.md)")
+        reason = f"{type(exc).__name__}: {exc}"
+        return "rolled_back", reason, ReleaseFailed(f"release of {p.version} failed at {step.name}: {reason}; {back}")
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _do(self, step: Step) -> dict[str, Any]:
+        if step.action == "start":
+            return self._start()
+        if step.action == "gate":
+            return self._gate()
+        if step.action == "shift":
+            return self._shift(step)
+        return self._promote()
+
+    def _start(self) -> dict[str, Any]:
+        p = self.plan
+        began = time.monotonic()
+        info = ensure_environment(self.dep, p.to_color, p.image, p.version, self.progress, p.env)
+        self.start_seconds = time.monotonic() - began
+        current = info or self.dep.runtime.inspect(p.to_color)
+        if current is None:
+            raise EnvironmentFailed(f"{p.to_color} disappeared right after it started")
+        self.dep.state.record_environment(p.to_color, p.image, p.version, current.id, current.port, p.env)
+        return {"container": current.id, "seconds": round(self.start_seconds, 3)}
+
+    def _gate(self) -> dict[str, Any]:
+        p, s = self.plan, self.settings
+        detail = analysis.health_gate(self.dep.url(p.to_color), p.version, s.release.predict_checks,
+                                      s.release.predict_body)
+        detail["quality"] = self._quality()
+        self.progress(f"health gate passed: version {p.version}, {s.release.predict_checks} predictions, "
+                      f"accuracy {detail['quality']['candidate']:.3f} (live {detail['quality']['live']:.3f})")
+        return detail
+
+    def _quality(self) -> dict[str, float]:
+        p, a = self.plan, self.settings.analysis
+        holdout = analysis.load_holdout(a.holdout)
+        candidate = analysis.accuracy(self.dep.url(p.to_color), holdout)
+        live = analysis.accuracy(self.dep.url(p.from_color), holdout)
+        problem = analysis.compare_quality(candidate, live, a.max_quality_drop)
+        if problem:
+            raise ReleaseFailed(problem)
+        return {"candidate": candidate, "live": live}
+
+    def _shift(self, step: Step) -> dict[str, Any]:
+        p = self.plan
+        assert step.weight is not None
+        if self.fast_forward and step.weight < 100:
+            return {"skipped": True, "reason": f"promoted by {self.fast_forward}"}
+        weights = {p.to_color: step.weight, p.from_color: 100 - step.weight}
+        self.dep.proxy.set_weights(weights)
+        self.dep.state.set_live(p.from_color, weights)
+        self.progress(f"{step.name}: {step.weight}% to {p.to_color}" +
+                      (f", baking {step.bake:g}s" if step.bake and not self.fast_forward else ""))
+        if self.fast_forward:
+            return {"weights": weights, "reason": f"promoted by {self.fast_forward}"}
+        before = self._snapshot()
+        self._bake(step.bake)
+        after = self._snapshot()
+        a = self.settings.analysis
+        verdict = analysis.judge(before, after, a.max_error_rate, a.max_p95_ms, a.min_requests)
+        if verdict.ok:
+            verdict.quality = self._quality()
+        self.progress(f"{step.name}: {verdict.summary()}")
+        if not verdict.ok:
+            raise ReleaseFailed("; ".join(verdict.reasons))
+        return {"weights": weights, "analysis": verdict.to_dict()}
+
+    def _snapshot(self) -> analysis.Snapshot:
+        import httpx
+
+        color = self.plan.to_color
+        stats = self.dep.proxy.stats().get(color)
+        if stats is None:
+            raise ProxyError(f"the proxy reports no statistics for {color}")
+        try:
+            metrics = httpx.get(f"{self.dep.url(color)}/metrics", timeout=5).text
+        except httpx.HTTPError as exc:
+            raise ReleaseFailed(f"{color}'s /metrics does not answer: {type(exc).__name__}") from None
+        return analysis.snapshot(stats, metrics)
+
+    def _bake(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            self._check_requests()
+            if self.fast_forward:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(POLL, left))
+        self.bake_seconds += seconds
+
+    def _check_requests(self) -> None:
+        pending = self.journal.pending_request(self.rid)
+        if pending is None:
+            return
+        what, who = pending
+        if what == "abort":
+            raise _Requested(what, who)
+        if what == "promote" and not self.fast_forward:
+            self.progress(f"promotion requested by {who}: skipping the remaining steps")
+            self.fast_forward = who
+
+    def _promote(self) -> dict[str, Any]:
+        p = self.plan
+        weights = {p.to_color: 100, p.from_color: 0}
+        self.dep.proxy.set_weights(weights)
+        window = self.settings.release.warm_window
+        self.dep.state.switch_live(
+            p.to_color, weights,
+            previous={"color": p.from_color, "image": p.from_image, "version": p.from_version, "env": p.from_env},
+            warm={"color": p.from_color, "until": time.time() + window})
+        self.progress(f"promoted: {p.to_color} serves {p.version}; {p.from_color} stays warm for {window:g}s")
+        if window == 0:
+            retire(self.dep, force=True, progress=self.progress)
+        return {"weights": weights, "warm_window": window}
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _crash_point(step: str, phase: str) -> None:
+    if os.environ.get(CRASH_AT) == f"{step}:{phase}":
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,210 @@
+"""Rollback, recover, and the requests one terminal sends to a release running in another.
+
+``rollback`` moves all traffic to the previous version at once when its colour is still warm
+(a weight change: milliseconds); otherwise it starts that version in the idle colour, gates it
+and then switches. ``abort`` and ``promote`` ask a running release to stop or to skip ahead,
+and wait for it to answer; a release whose process died is recovered instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from orchestrator import analysis
+from orchestrator.deployment import Deployment, other
+from orchestrator.errors import InvalidRequest, LockHeld, ReleaseFailed
+from orchestrator.journal import RUNNING, Journal, ReleaseRecord
+from orchestrator.lifecycle import UpResult, ensure_environment, up
+from orchestrator.lock import current_holder
+from orchestrator.recovery import colour_ok, housekeeping, retire, settle
+
+Progress = Callable[[str], None]
+BASELINE = "baseline"
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass
+class RollbackResult:
+    id: int | None
+    live: str
+    image: str
+    version: str
+    variant: str
+    warm: bool  # True: only the weights changed
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Target:
+    image: str
+    version: str
+    env: dict[str, str]
+
+    @property
+    def variant(self) -> str:
+        return self.env.get("MODEL_VARIANT", "model")
+
+
+def resolve_target(dep: Deployment, to_version: str | None) -> Target:
+    """What a rollback goes to: the previous version, a version from history, or the baseline variant."""
+    live = dep.state.live_color()
+    record = dep.state.environment(live) if live else None
+    if live is None or record is None:
+        raise InvalidRequest("nothing is live, so there is nothing to roll back", "bluegreen up")
+    if to_version is None:
+        previous = dep.state.get_doc("previous")
+        if previous is None:
+            raise InvalidRequest("no earlier version to roll back to: nothing has been released here yet",
+                                 "bluegreen history; or bluegreen rollback --to baseline")
+        return Target(previous["image"], previous["version"], dict(previous.get("env") or {}))
+    if to_version == BASELINE:
+        # The emergency mode: the live image serving its rules-based fallback instead of the model.
+        return Target(record.image, record.version, {**record.env, "MODEL_VARIANT": BASELINE})
+    known = Journal(dep.state).versions()
+    for color in ("blue", "green"):
+        env_record = dep.state.environment(color)
+        if env_record is not None:
+            known.setdefault(env_record.version, (env_record.image, env_record.env))
+    if to_version in known:
+        image, env = known[to_version]
+        return Target(image, to_version, {k: v for k, v in env.items() if k != "MODEL_VARIANT"})
+    candidates = ", ".join(sorted(known)) or "none yet"
+    raise InvalidRequest(f"version {to_version} is not in this deployment's history (known: {candidates})",
+                         "bluegreen history; or release it: bluegreen release IMAGE")
+
+
+def rollback(dep: Deployment, to_version: str | None = None, reason: str = "",
+             progress: Progress = _quiet, wait: float = 120.0) -> RollbackResult:
+    """All traffic to the previous version (or ``to_version``); instant when its colour is warm."""
+    began = time.monotonic()
+    try:
+        lock = dep.lock("rollback")
+    except LockHeld:
+        running = Journal(dep.state).running()
+        if running is None or running.kind != "release" or to_version is not None:
+            raise
+        # A release is in progress in another process: rolling back means aborting it.
+        progress(f"release {running.id} of {running.version} is in progress: asking it to abort")
+        rec = _request_and_wait(dep, running, "abort", wait, progress)
+        return RollbackResult(rec.id, rec.from_color, rec.from_image or "", rec.from_version or "", "model",
+                              True, round(time.monotonic() - began, 3), [f"release {rec.id}: {rec.status}"])
+    with lock, dep.state.action(dep.actor, "rollback", {"to": to_version or "previous", "reason": reason}) as audit:
+        if lock.stale:
+            audit.notes.append(f"cleared a stale lock left by {lock.stale.describe()}")
+        audit.notes.extend(housekeeping(dep, progress))
+        result = _rollback_locked(dep, resolve_target(dep, to_version), reason, progress, began)
+        audit.notes.append(f"{result.live} serves {result.version} ({result.variant}); warm: {result.warm}")
+        return result
+
+
+def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Progress,
+                     began: float) -> RollbackResult:
+    live = dep.state.live_color()
+    assert live is not None
+    live_record = dep.state.environment(live)
+    assert live_record is not None
+    if (target.image, target.env) == (live_record.image, live_record.env):
+        raise InvalidRequest(f"{target.version} ({target.variant}) is already live in {live}", "bluegreen status")
+    idle = other(live)
+    idle_record = dep.state.environment(idle)
+    warm = (idle_record is not None and (idle_record.image, idle_record.env) == (target.image, target.env)
+            and colour_ok(dep, idle, target.image))
+    steps = [{"name": "switch"}] if warm else [{"name": "start"}, {"name": "gate"}, {"name": "switch"}]
+    journal = Journal(dep.state)
+    rid = journal.begin("rollback", dep.actor, target.image, target.version, target.env, live, idle,
+                        live_record.image, live_record.version, live_record.env, {"steps": steps, "reason": reason})
+    seq = 0
+    try:
+        if not warm:
+            journal.step_started(rid, seq, "start")
+            progress(f"{idle} is not warm with {target.version}: starting it")
+            info = ensure_environment(dep, idle, target.image, target.version, progress, target.env)
+            current = info or dep.runtime.inspect(idle)
+            assert current is not None
+            dep.state.record_environment(idle, target.image, target.version, current.id, current.port, target.env)
+            journal.step_finished(rid, seq, "done")
+            seq += 1
+            journal.step_started(rid, seq, "gate")
+            analysis.health_gate(dep.url(idle), target.version, dep.settings.release.predict_checks,
+                                 dep.settings.release.predict_body)
+            journal.step_finished(rid, seq, "done")
+            seq += 1
+        journal.step_started(rid, seq, "switch")
+        weights = {idle: 100, live: 0}
+        dep.proxy.set_weights(weights)
+        dep.state.switch_live(
+            idle, weights,
+            previous={"color": live, "image": live_record.image, "version": live_record.version,
+                      "env": live_record.env},
+            warm={"color": live, "until": time.time() + dep.settings.release.warm_window})
+        journal.step_finished(rid, seq, "done")
+    except BaseException as exc:
+        journal.step_finished(rid, seq, "failed", {"error": str(exc)})
+        rec = journal.get(rid)
+        assert rec is not None
+        settle(dep, rec, "failed", f"rollback failed: {exc}", progress)
+        raise
+    seconds = round(time.monotonic() - began, 3)
+    journal.finish(rid, "switched", reason, seconds)
+    progress(f"traffic: 100% {idle} ({target.version}, {target.variant}); {live} stays warm")
+    return RollbackResult(rid, idle, target.image, target.version, target.variant, warm, seconds)
+
+
+def _request_and_wait(dep: Deployment, rec: ReleaseRecord, what: str, wait: float,
+                      progress: Progress) -> ReleaseRecord:
+    journal = Journal(dep.state)
+    if not journal.request(rec.id, what, dep.actor):
+        done = journal.get(rec.id)
+        assert done is not None
+        return done
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        now = journal.get(rec.id)
+        if now is not None and now.status != RUNNING:
+            progress(f"release {rec.id}: {now.status}" + (f" ({now.reason})" if now.reason else ""))
+            return now
+        if current_holder(dep.settings.state_dir / "lock") is None:
+            break  # its process died before answering: recover instead
+        time.sleep(0.1)
+    else:
+        raise ReleaseFailed(f"release {rec.id} did not answer the {what} request within {wait:g}s",
+                            "bluegreen status; bluegreen recover once its process has stopped")
+    with dep.lock("recover"):
+        current = journal.get(rec.id)
+        assert current is not None
+        if current.status == RUNNING:
+            settle(dep, current, "aborted", f"{what} requested by {dep.actor}; its process had died", progress)
+        done = journal.get(rec.id)
+        assert done is not None
+        return done
+
+
+def request(dep: Deployment, what: str, wait: float = 120.0, progress: Progress = _quiet) -> ReleaseRecord:
+    """Ask the release in progress to ``abort`` or ``promote``, and wait for it to act."""
+    rec = Journal(dep.state).running()
+    if rec is None or rec.kind != "release":
+        raise InvalidRequest("no release is in progress", "bluegreen status; bluegreen history")
+    return _request_and_wait(dep, rec, what, wait, progress)
+
+
+def retire_now(dep: Deployment, progress: Progress = _quiet) -> str | None:
+    """Stop the warm previous colour now; its name, or None when nothing was warm."""
+    with dep.lock("retire"), dep.state.action(dep.actor, "retire") as audit:
+        color = retire(dep, force=True, progress=progress)
+        audit.notes.append(f"retired {color}" if color else "nothing warm to retire")
+        return color
+
+
+def recover(dep: Deployment, progress: Progress = _quiet) -> UpResult:
+    """Finish an interrupted release or rollback, then make sure the live colour serves behind the proxy."""
+    return up(dep, progress, action="recover")
