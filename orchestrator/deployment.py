@@ -9,6 +9,7 @@ from environments.runtime import DockerRuntime, Mount
 from orchestrator.lock import DeploymentLock
 from orchestrator.proxy import Backend, Proxy
 from orchestrator.proxy.haproxy import HAProxy
+from orchestrator.proxy.nginx import Nginx
 from orchestrator.settings import COLORS, Settings
 from orchestrator.state import StateStore, default_actor
 
@@ -29,6 +30,8 @@ class Deployment:
     @cached_property
     def proxy(self) -> Proxy:
         p = self.settings.proxy
+        if p.driver == "nginx":
+            return Nginx(self.settings.state_dir / "nginx", p.host, p.port, self.backends(), p.nginx_binary)
         return HAProxy(self.settings.state_dir / "haproxy", p.host, p.port, self.backends(), p.binary,
                        p.check_interval_ms)
 

@@ -50,10 +50,11 @@ def _ip(value: str) -> str:
 
 
 class ProxySettings(_Section):
-    driver: Literal["haproxy"] = "haproxy"
+    driver: Literal["haproxy", "nginx"] = "haproxy"
     host: str = "127.0.0.1"
     port: Port = Field(8080, ge=1, le=65535)
     binary: str = "haproxy"
+    nginx_binary: str = "nginx"
     check_interval_ms: int = Field(1000, ge=100, le=60000)
 
     _host = field_validator("host")(_ip)

@@ -84,9 +84,10 @@ def _cleanup_project(project: Project) -> None:
     """Remove every container and proxy process of the project, even after a failed test."""
     names = [f"{project.name}-blue", f"{project.name}-green"]
     subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
-    pid_file = project.root / ".bluegreen" / "haproxy" / "haproxy.pid"
-    with contextlib.suppress(OSError, ValueError):
-        os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+    for pid_file in (project.root / ".bluegreen" / "haproxy" / "haproxy.pid",
+                     project.root / ".bluegreen" / "nginx" / "nginx.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
 
 
 @pytest.fixture

@@ -77,7 +77,7 @@ def test_the_docs_name_commands_at_all() -> None:
 
 @pytest.mark.parametrize(("source", "line"), documented_commands())
 def test_every_documented_command_line_parses(source: str, line: str) -> None:
-    samples = {"COLOR": "blue", "IMAGE": "repo:tag", "[DIR]": "somewhere", "DIR": "somewhere", "VERSION": "v1", "N": "3"}
+    samples = {"COLOR": "blue", "IMAGE": "repo:tag", "[DIR]": "somewhere", "DIR": "somewhere", "VERSION": "v1"}
     parse([samples.get(a, a) for a in shlex.split(line)[1:]])
 
 

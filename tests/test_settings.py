@@ -84,7 +84,7 @@ def test_several_problems_are_listed_together(tmp_path: Path) -> None:
     err = error_for(write(tmp_path, '[proxy]\ndriver = "traefik"\n[environments]\nhealth_timeout = -1\n'))
     assert err.message == (
         "invalid settings:\n"
-        "  proxy.driver = 'traefik' (in bluegreen.toml): Input should be 'haproxy'\n"
+        "  proxy.driver = 'traefik' (in bluegreen.toml): Input should be 'haproxy' or 'nginx'\n"
         "  environments.health_timeout = -1 (in bluegreen.toml): Input should be greater than 0"
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -67,3 +68,9 @@ def check_weights(weights: dict[str, int], names: list[str]) -> None:
     bad = {k: v for k, v in weights.items() if not 0 <= v <= MAX_WEIGHT}
     if bad:
         raise ProxyError(f"weights must be 0..{MAX_WEIGHT}: {bad}")
+
+
+def output_tail(proc: subprocess.CompletedProcess[str], lines: int = 5) -> str:
+    """The last lines a proxy command printed, for an error message."""
+    text = (proc.stderr or proc.stdout or "").strip()
+    return "\n".join(text.splitlines()[-lines:]) or f"exit code {proc.returncode}"

@@ -18,6 +18,7 @@ from pathlib import Path
 from orchestrator.errors import ProxyError
 from orchestrator.ports import require_free
 from orchestrator.proxy.base import Backend, ServerStats, check_weights
+from orchestrator.proxy.base import output_tail as _tail
 
 BACKEND = "models"
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
@@ -216,8 +217,3 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
-
-
-def _tail(proc: subprocess.CompletedProcess[str]) -> str:
-    text = (proc.stderr or proc.stdout or "").strip()
-    return "\n".join(text.splitlines()[-5:]) or f"exit code {proc.returncode}"

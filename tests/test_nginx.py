@@ -1,0 +1,87 @@
+"""The nginx driver against a real nginx and two real HTTP backends, and a release through it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestrator.errors import ProxyError
+from orchestrator.proxy import Backend
+from orchestrator.proxy.nginx import Nginx
+from tests.conftest import Project, free_ports
+from tests.test_haproxy import backend_server
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[Nginx]:
+    proxy_port, blue_port, green_port = free_ports(3)
+    servers = [backend_server("blue", blue_port), backend_server("green", green_port)]
+    p = Nginx(tmp_path / "nginx", "127.0.0.1", proxy_port,
+              [Backend("blue", "127.0.0.1", blue_port), Backend("green", "127.0.0.1", green_port)])
+    yield p
+    p.stop()
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def colors_seen(p: Nginx, n: int) -> Counter[str]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{p.port}", timeout=5) as client:
+        return Counter(client.get("/").json()["color"] for _ in range(n))
+
+
+def test_weights_are_rendered_tested_and_reloaded(nginx: Nginx) -> None:
+    nginx.start({"blue": 100, "green": 0})
+    assert nginx.running()
+    assert nginx.weights() == {"blue": 100, "green": 0}
+    assert colors_seen(nginx, 20) == Counter(blue=20)
+    nginx.set_weights({"blue": 75, "green": 25})
+    assert nginx.weights() == {"blue": 75, "green": 25}
+
+    def shifted() -> bool:  # old workers finish their connections before the new config serves all
+        return colors_seen(nginx, 40) == Counter(blue=30, green=10)
+
+    from tests.conftest import wait_for
+
+    assert wait_for(shifted, timeout=10, interval=0.2)
+    nginx.set_weights({"blue": 0, "green": 100})
+    assert wait_for(lambda: colors_seen(nginx, 20) == Counter(green=20), timeout=10, interval=0.2)
+
+
+def test_stats_come_from_the_access_log(nginx: Nginx) -> None:
+    nginx.start({"blue": 50, "green": 50})
+    colors_seen(nginx, 10)
+    stats = nginx.stats()
+    assert stats["blue"].responses_2xx + stats["green"].responses_2xx == 10
+    assert stats["blue"].responses_2xx == 5 and stats["green"].responses_5xx == 0
+
+
+def test_a_config_that_fails_nginx_t_is_never_applied(nginx: Nginx) -> None:
+    nginx.start({"blue": 100, "green": 0})
+    before = nginx.config_path.read_text()
+    nginx.backends = [nginx.backends[0], Backend("green", "127.0.0.1", 0)]  # port 0: nginx -t refuses it
+    with pytest.raises(ProxyError) as info:
+        nginx.set_weights({"blue": 50, "green": 50})
+    assert info.value.message.startswith("nginx rejected the new configuration; the running one is unchanged")
+    assert nginx.config_path.read_text() == before
+    assert not (nginx.directory / "nginx.conf.new").exists()
+    assert colors_seen(nginx, 10) == Counter(blue=10)
+
+
+def test_a_release_through_nginx_is_promoted(project: Project, docker_client: Any) -> None:
+    project.env.update({"BLUEGREEN_PROXY__DRIVER": "nginx", "BLUEGREEN_RELEASE__BAKE": "0.2s"})
+    assert project.run("up").code == 0
+    result = project.run("release", "bluegreen-model:v2", "--steps", "50,100", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["status"] == "promoted"
+    status = json.loads(project.run("status", "--json").out)
+    assert (status["proxy_driver"], status["live"], status["weights"]) == ("nginx", "green", {"blue": 0, "green": 100})
+    version = httpx.get(f"{project.proxy_url}/version", timeout=5).json()["version"]
+    assert version == "v2"
+    assert project.run("down").out == "stopped nginx, blue, green\n"
