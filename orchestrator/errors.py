@@ -99,7 +99,7 @@ class ImageBuildError(BluegreenError):
 
 class ReleaseFailed(BluegreenError):
     exit_code = 11
-    default_hint = "bluegreen history; bluegreen logs green   (runbooks/failed-release.md)"
+    default_hint = "bluegreen history --limit 3   (runbooks/failed-release.md)"
 
 
 class ReleaseAborted(BluegreenError):

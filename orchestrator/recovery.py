@@ -70,8 +70,7 @@ def settle(dep: Deployment, rec: ReleaseRecord, status: str, reason: str, progre
     progress(f"traffic: 100% {target}")
     if target == rec.from_color:
         try:
-            dep.runtime.remove(rec.to_color)
-            dep.state.forget_environment(rec.to_color)
+            drain_and_remove(dep, rec.to_color)
         except BluegreenError as exc:  # traffic is safe; a leftover container is only untidy
             reason += f"; could not remove {rec.to_color}: {exc.message}"
         final_status = status
@@ -128,8 +127,26 @@ def retire(dep: Deployment, force: bool, progress: Progress = _quiet) -> str | N
         raise ProxyError(f"{color} still has {weights[color]}% of traffic; not retiring it",
                          "bluegreen status; bluegreen recover")
     progress(f"retiring {color} (warm window over)" if not force else f"retiring {color}")
+    drain_and_remove(dep, color)
+    dep.state.set_doc("warm", None)
+    return color
+
+
+def drain_and_remove(dep: Deployment, color: str, timeout: float = 10.0) -> None:
+    """Take a colour out of service without cutting requests off.
+
+    Its weight is already 0; wait until the proxy has no open request to it, then stop it
+    gracefully (the model server finishes what it is answering), then remove it.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and dep.proxy.running():
+        try:
+            stats = dep.proxy.stats().get(color)
+        except ProxyError:
+            break  # the graceful stop below still lets it finish its requests
+        if stats is None or stats.current_sessions == 0:
+            break
+        time.sleep(0.05)
     dep.runtime.stop(color)
     dep.runtime.remove(color)
     dep.state.forget_environment(color)
-    dep.state.set_doc("warm", None)
-    return color

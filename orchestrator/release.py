@@ -171,10 +171,9 @@ class _Executor:
             reason = "interrupted (Ctrl-C or SIGTERM)"
             return "aborted", reason, ReleaseAborted(f"release of {p.version} {reason} at {step.name}; {back}")
         if isinstance(exc, BluegreenError):
-            hint = exc.hint if isinstance(exc, EnvironmentFailed) else None
             return "rolled_back", exc.message, ReleaseFailed(
                 f"release of {p.version} failed at {step.name}: {exc.message}\n  {back}",
-                hint or f"bluegreen history; bluegreen logs {p.to_color}   (runbooks/failed-release.md)")
+                "bluegreen history --limit 3   (runbooks/failed-release.md)")
         reason = f"{type(exc).__name__}: {exc}"
         return "rolled_back", reason, ReleaseFailed(f"release of {p.version} failed at {step.name}: {reason}; {back}")
 

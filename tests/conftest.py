@@ -87,7 +87,7 @@ def _cleanup_project(project: Project) -> None:
     for pid_file in (project.root / ".bluegreen" / "haproxy" / "haproxy.pid",
                      project.root / ".bluegreen" / "nginx" / "nginx.pid"):
         with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
 
 
 @pytest.fixture

@@ -339,11 +339,36 @@ def _json(status: int, doc: dict[str, Any]) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(doc).encode()
 
 
-def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
+class InFlight:
+    """Requests being answered now, so that a stop can wait for them instead of cutting them off."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.cond = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self.cond:
+            self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.cond:
+            self.count -= 1
+            self.cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.count == 0, timeout)
+
+
+def make_handler(app: App, inflight: InFlight) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive with the proxy
 
         def _serve(self, method: str) -> None:
+            with inflight:
+                self._answer(method)
+
+        def _answer(self, method: str) -> None:
             start = time.perf_counter()
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
@@ -388,7 +413,8 @@ def main() -> int:
     except Exception as exc:
         print(f"start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    server = ThreadingHTTPServer((cfg["host"], cfg["port"]), make_handler(app))
+    inflight = InFlight()
+    server = ThreadingHTTPServer((cfg["host"], cfg["port"]), make_handler(app, inflight))
     server.daemon_threads = True
 
     def stop(signum: int, frame: Any) -> None:
@@ -399,8 +425,9 @@ def main() -> int:
     print(f"model {cfg['version']} ({app.info['algorithm']}, variant={cfg['variant']}, quality={cfg['quality']})"
           f" listening on {cfg['host']}:{cfg['port']}", file=sys.stderr)
     server.serve_forever(poll_interval=0.2)
-    server.server_close()
-    print("stopped", file=sys.stderr)
+    server.server_close()  # no new connections; requests already being answered finish first
+    drained = inflight.wait_idle(timeout=float(os.environ.get("STOP_GRACE_SECONDS", "8")))
+    print("stopped" if drained else f"stopped with {inflight.count} requests unfinished", file=sys.stderr)
     return 0
 
 
