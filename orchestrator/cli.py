@@ -202,25 +202,24 @@ def history(
         _emit({"releases": [r.to_dict() for r in releases], "audit": [e.to_dict() for e in entries]})
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    console = Console()
-    changes = Table(title="releases and rollbacks")
-    for col in ("id", "kind", "started", "actor", "version", "colours", "status", "seconds", "steps / reason"):
-        changes.add_column(col)
+    console = Console(highlight=False)
     for r in releases:
-        steps = " ".join(f"{s.name}{'' if s.outcome == 'done' else '(' + s.outcome + ')'}" for s in r.steps)
-        changes.add_row(str(r.id), r.kind, r.started_at, r.actor, f"{r.from_version} → {r.version}",
-                        f"{r.from_color} → {r.to_color}", r.status,
-                        "" if r.duration_s is None else f"{r.duration_s:.1f}", (steps + "\n" + r.reason).strip())
-    console.print(changes)
-    table = Table(title="audit log")
-    for col in ("id", "started", "actor", "action", "outcome", "seconds", "detail"):
-        table.add_column(col)
+        took = "" if r.duration_s is None else f"  {r.duration_s:.1f}s"
+        console.print(f"[bold]{r.kind} {r.id}[/]  {r.started_at}  {escape(r.actor)}  "
+                      f"{r.from_version} → {r.version}  {r.from_color} → {r.to_color}  [bold]{r.status}[/]{took}")
+        marks = {"done": "ok", "skipped": "skipped", "failed": "FAILED", "started": "cut short"}
+        console.print("    " + "  ".join(f"{s.name} {marks.get(s.outcome, s.outcome)}" for s in r.steps))
+        if r.reason:
+            console.print(f"    reason: {escape(r.reason)}")
+    if not releases:
+        console.print("no releases yet")
+    console.print("\n[bold]audit log[/]")
     for e in entries:
-        table.add_row(str(e.id), e.started_at, e.actor, e.action, e.outcome,
-                      "" if e.duration_s is None else f"{e.duration_s:.2f}", e.detail)
-    console.print(table)
+        took = "" if e.duration_s is None else f"  {e.duration_s:.2f}s"
+        console.print(f"#{e.id}  {e.started_at}  {escape(e.actor)}  {e.action}  [bold]{e.outcome}[/]{took}"
+                      + (f"  {escape(e.detail)}" if e.detail else ""))
 
 
 def _parse_env(pairs: list[str]) -> dict[str, str]:
