@@ -8,6 +8,8 @@ The docker package is imported on first use so that commands which need no engin
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -30,6 +32,7 @@ class ContainerInfo:
     state: str  # running, exited, created, restarting, dead, …
     exit_code: int | None
     started_at: str
+    env_digest: str = ""  # identifies the environment it was started with, without revealing it
 
     @property
     def running(self) -> bool:
@@ -115,6 +118,7 @@ class DockerRuntime:
             f"{LABEL}.version": version,
             f"{LABEL}.image": image,
             f"{LABEL}.port": str(port),
+            f"{LABEL}.env-digest": env_digest(env),
         }
         try:
             container = self.client.containers.run(
@@ -227,7 +231,13 @@ def _info(attrs: dict[str, Any]) -> ContainerInfo:
         state=state.get("Status", "unknown"),
         exit_code=state.get("ExitCode") if state.get("Status") != "running" else None,
         started_at=state.get("StartedAt", ""),
+        env_digest=labels.get(f"{LABEL}.env-digest", ""),
     )
+
+
+def env_digest(env: Mapping[str, str]) -> str:
+    """A short digest of a container's environment: equal settings, equal digest; values stay secret."""
+    return hashlib.sha256(json.dumps(dict(env), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _reason(exc: Exception) -> str:

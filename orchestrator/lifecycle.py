@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
-from environments.runtime import ContainerInfo
+from environments.runtime import ContainerInfo, env_digest
 from orchestrator.deployment import Deployment, other
 from orchestrator.errors import EnvironmentFailed
 from orchestrator.health import probe, wait_healthy
@@ -61,7 +61,8 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
         started_container = False
         started_proxy = False
         try:
-            info = ensure_environment(dep, live, image, version, progress, env)
+            # The live colour serves traffic: never restart it in place just because settings changed.
+            info = ensure_environment(dep, live, image, version, progress, env, reuse="same-image")
             if info is not None:
                 started_container = True
                 changed.append(f"started {live} ({image})")
@@ -90,20 +91,28 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
 
 
 def ensure_environment(dep: Deployment, color: str, image: str, version: str,
-                       progress: Progress = _quiet, extra_env: dict[str, str] | None = None
+                       progress: Progress = _quiet, extra_env: dict[str, str] | None = None,
+                       reuse: Literal["same-settings", "same-image", "never"] = "same-settings"
                        ) -> ContainerInfo | None:
-    """Start ``color`` with ``image`` and wait until healthy; None when it already runs healthy.
+    """Start ``color`` with ``image`` and wait until healthy; None when a running one is kept.
 
-    A container of ours that exited, or runs another image, is replaced. On failure the new
-    container is removed, so nothing is left half-started.
+    A healthy running container is kept when it runs the same image and, with "same-settings",
+    the same environment; "never" (a release's candidate) always starts a new one. Anything
+    else of ours there is replaced. On failure the new container is removed, so nothing is
+    left half-started.
     """
     runtime = dep.runtime
+    env = dep.container_env(color, image, extra_env)
     current = runtime.inspect(color)
-    if current is not None and current.running and current.image == image and probe(dep.url(color)).healthy:
+    if (reuse != "never" and current is not None and current.running and current.image == image
+            and (reuse == "same-image" or current.env_digest == env_digest(env))
+            and probe(dep.url(color)).healthy):
+        if current.env_digest != env_digest(env):
+            progress(f"{color} keeps running with its earlier settings; a release applies new ones")
         return None
     runtime.require_image(image)
     if current is not None:
-        progress(f"removing {color}'s old container ({current.image}, {current.state})")
+        progress(f"replacing {color}'s container ({current.image}, {current.state})")
         runtime.remove(color)
     port = dep.settings.environments.color(color).port
     require_free(dep.settings.environments.host, port, f"environments.{color}.port")
@@ -111,7 +120,7 @@ def ensure_environment(dep: Deployment, color: str, image: str, version: str,
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
     progress(f"starting {color}: {image}")
-    info = runtime.start(color, image, version, port, dep.container_env(color, image, extra_env), dep.mounts())
+    info = runtime.start(color, image, version, port, env, dep.mounts())
 
     def problem() -> str | None:
         now = runtime.inspect(color)

@@ -190,7 +190,7 @@ class _Executor:
     def _start(self) -> dict[str, Any]:
         p = self.plan
         began = time.monotonic()
-        info = ensure_environment(self.dep, p.to_color, p.image, p.version, self.progress, p.env)
+        info = ensure_environment(self.dep, p.to_color, p.image, p.version, self.progress, p.env, reuse="never")
         self.start_seconds = time.monotonic() - began
         current = info or self.dep.runtime.inspect(p.to_color)
         if current is None:

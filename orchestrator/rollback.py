@@ -128,7 +128,7 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
         if not warm:
             journal.step_started(rid, seq, "start")
             progress(f"{idle} is not warm with {target.version}: starting it")
-            info = ensure_environment(dep, idle, target.image, target.version, progress, target.env)
+            info = ensure_environment(dep, idle, target.image, target.version, progress, target.env, reuse="never")
             current = info or dep.runtime.inspect(idle)
             assert current is not None
             dep.state.record_environment(idle, target.image, target.version, current.id, current.port, target.env)

@@ -121,6 +121,20 @@ def test_a_good_release_is_promoted_and_the_old_colour_stays_warm(live: Project)
     assert (rec["status"], rec["actor"]) == ("promoted", "tester")
 
 
+def test_a_release_never_reuses_the_warm_colour_as_its_candidate(live: Project) -> None:
+    """Blue still runs v1 (warm); releasing v1 with other settings must start a new container."""
+    assert live.run("release", V2).code == 0
+    warm_id = status(live)["environments"]["blue"]["container_id"]
+    result = live.run("release", "bluegreen-model:v1", "--env", "MODEL_QUALITY=degraded")
+    assert result.code == 11, result.err
+    assert "failed at gate: model quality: accuracy 0.622 is more than 5% below" in result.err
+    assert "replacing blue's container (bluegreen-model:v1, running)" in result.err
+    s = status(live)
+    assert (s["live"], s["weights"]) == ("green", {"blue": 0, "green": 100})
+    assert s["environments"]["blue"]["container_id"] != warm_id
+    assert versions_served(live) == Counter(v2=20)
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(live: Project) -> None:
     result = live.run("release", V2, "--dry-run", "--json")
     assert result.code == 0
