@@ -41,6 +41,9 @@ app = typer.Typer(
 )
 images_app = typer.Typer(help="Build and list the reference model images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
+backup_app = typer.Typer(help="Snapshots of the database and config files: create, list, verify, restore, prune.",
+                         no_args_is_help=True)
+app.add_typer(backup_app, name="backup")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
 
@@ -264,6 +267,9 @@ def release(
                      "(default: release.steps).", show_default=False)] = None,
     bake: Annotated[str | None, typer.Option("--bake", help="Bake time per step: 30s, 2m, 500ms "
                     "(default: release.bake).", show_default=False)] = None,
+    migrations: Annotated[Path | None, typer.Option("--migrations", help="Directory of NNNN_name.up.sql / "
+                          "NNNN_name.down.sql files, applied after the snapshot and before any traffic.",
+                          show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -277,7 +283,8 @@ def release(
     rs = dep.settings.release
     request = ReleaseRequest(image=image, version=version, env=_parse_env(env or []),
                              steps=_parse_steps(steps) or list(rs.steps),
-                             bake=rs.bake if (b := _parse_bake(bake)) is None else b)
+                             bake=rs.bake if (b := _parse_bake(bake)) is None else b,
+                             migrations=str(migrations.resolve()) if migrations else None)
     if dry_run:
         the_plan = make_plan(dep, request)
         if as_json:
@@ -377,6 +384,103 @@ def retire(as_json: JsonOpt = False) -> None:
         _emit({"retired": color})
         return
     typer.echo(f"retired {color}" if color else "nothing warm to retire")
+
+
+@backup_app.command("create")
+def backup_create(
+    reason: Annotated[str, typer.Option("--reason", help="Why, kept in the manifest.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Snapshot the database and the config files into a new backup set."""
+    from orchestrator import snapshots
+
+    OPTIONS.json = as_json
+    backup = snapshots.create(_deployment(), reason, progress=_progress)
+    if as_json:
+        _emit(backup.to_dict())
+        return
+    db = backup.manifest["database"]
+    typer.echo(f"backup set {backup.id}: {db['engine']} {sum(db['row_counts'].values())} rows in "
+               f"{len(db['row_counts'])} tables, {len(backup.manifest['files'])} files")
+
+
+@backup_app.command("list")
+def backup_list(as_json: JsonOpt = False) -> None:
+    """List the backup sets, newest first."""
+    OPTIONS.json = as_json
+    sets = _deployment().backups.all_sets()
+    if as_json:
+        _emit([s.to_dict() for s in sets])
+        return
+    for s in sets:
+        m = s.manifest
+        size = sum(f["size"] for f in m["files"])
+        typer.echo(f"{s.id}  {m['kind']:<8} {m['database']['engine']:<10} {size / 1e6:8.2f} MB  "
+                   f"{'verified' if s.verified_at else 'unverified':<10}  {m['reason']}")
+    if not sets:
+        typer.echo("no backup sets yet: bluegreen backup create")
+
+
+@backup_app.command("verify")
+def backup_verify(
+    set_id: Annotated[str, typer.Argument(metavar="ID", help="A set from bluegreen backup list.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-hash a set's files and restore its database into a scratch copy to check it."""
+    from orchestrator import snapshots
+
+    OPTIONS.json = as_json
+    report = snapshots.verify(_deployment(), set_id, progress=_progress)
+    if as_json:
+        _emit(report.to_dict())
+    elif report.ok:
+        typer.echo(f"{set_id}: verified (hashes, integrity and row counts match the manifest)")
+    if not report.ok:
+        from orchestrator.errors import BackupError
+
+        raise BackupError(f"backup set {set_id} failed verification: " + "; ".join(report.problems),
+                          "bluegreen backup list   (use another set)")
+
+
+@backup_app.command("restore")
+def backup_restore(
+    set_id: Annotated[str, typer.Argument(metavar="ID", help="A set from bluegreen backup list.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore a set's database and config (after a safety snapshot of the current state)."""
+    from orchestrator import snapshots
+
+    OPTIONS.json = as_json
+    dep = _deployment()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise typer.BadParameter("restoring replaces the live database; pass --yes to confirm",
+                                     param_hint="--yes")
+        typer.confirm(f"Replace the live database with backup {set_id}? (a safety snapshot is taken first)",
+                      abort=True)
+    restored, safety = snapshots.restore(dep, set_id, progress=_progress)
+    if as_json:
+        _emit({"restored": restored.id, "safety": safety.id})
+        return
+    typer.echo(f"restored {restored.id}; the state before the restore is in safety set {safety.id}")
+
+
+@backup_app.command("prune")
+def backup_prune(
+    keep: Annotated[int | None, typer.Option("--keep", help="How many sets to keep (default: backups.keep).",
+                    show_default=False, min=1)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove old backup sets, keeping the newest N and always the newest verified one."""
+    from orchestrator import snapshots
+
+    OPTIONS.json = as_json
+    removed = snapshots.prune(_deployment(), keep)
+    if as_json:
+        _emit({"removed": removed})
+        return
+    typer.echo(f"removed {len(removed)} sets" + (": " + ", ".join(removed) if removed else ""))
 
 
 @images_app.command("build")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
+from backups.sets import PROXY_CONFIG, BackupStore, Sources
 from environments.runtime import DockerRuntime, Mount
 from orchestrator.lock import DeploymentLock
 from orchestrator.proxy import Backend, Proxy
@@ -38,6 +39,16 @@ class Deployment:
     @cached_property
     def state(self) -> StateStore:
         return StateStore(self.settings.state_dir / "state.db")
+
+    @cached_property
+    def backups(self) -> BackupStore:
+        s = self.settings
+        files = {"bluegreen.toml": s.root / "bluegreen.toml", PROXY_CONFIG: self.proxy.config_path}
+        for extra in s.backups.extra_files:
+            files[f"extra-{extra.name}"] = s.root / extra
+        sources = Sources(database_url=s.database.url, sqlite_path=s.sqlite_path, config_files=files,
+                          lock_wait_timeout=s.backups.lock_wait_timeout)
+        return BackupStore(s.root / s.backups.dir, sources)
 
     def lock(self, operation: str) -> DeploymentLock:
         return DeploymentLock(self.settings.state_dir / "lock").acquire(operation, self.actor)

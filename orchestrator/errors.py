@@ -17,7 +17,8 @@ with the error's ``exit_code``. Adapters catch vendor exceptions (``docker.error
     ├── ProxyError                 exit 9   the reverse proxy failed to start, answer or change
     ├── ImageBuildError            exit 10  building a reference image failed
     ├── ReleaseFailed              exit 11  a release failed a check; traffic went back to the old colour
-    └── ReleaseAborted             exit 12  a release was aborted (operator, Ctrl-C); traffic went back
+    ├── ReleaseAborted             exit 12  a release was aborted (operator, Ctrl-C); traffic went back
+    └── BackupError                exit 13  a snapshot, verify or restore failed (nothing was changed)
 
 Exit code 2 is shared with the CLI parser (bad arguments), as Click does; 130 is Ctrl-C.
 """
@@ -105,3 +106,8 @@ class ReleaseFailed(BluegreenError):
 class ReleaseAborted(BluegreenError):
     exit_code = 12
     default_hint = "bluegreen status; bluegreen history   (runbooks/release.md)"
+
+
+class BackupError(BluegreenError):
+    exit_code = 13
+    default_hint = "bluegreen backup list; df -h   (runbooks/restore.md)"

@@ -56,6 +56,9 @@ class ReleaseRecord:
     def step_done(self, name: str) -> bool:
         return any(s.name == name and s.outcome == "done" for s in self.steps)
 
+    def find_step(self, name: str) -> StepRecord | None:
+        return next((s for s in self.steps if s.name == name), None)
+
     def to_dict(self, secrets: bool = False) -> dict[str, Any]:
         d = asdict(self)
         if not secrets:  # environment values may hold credentials: show only their names
@@ -91,6 +94,12 @@ class Journal:
             conn.execute("UPDATE release_steps SET finished_at = ?, outcome = ?, detail = ?"
                          " WHERE release_id = ? AND seq = ?",
                          (now(), outcome, json.dumps(detail or {}), release_id, seq))
+
+    def step_note(self, release_id: int, seq: int, detail: dict[str, Any]) -> None:
+        """Record what a step is about to do, before it does it (read back by recovery)."""
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE release_steps SET detail = ? WHERE release_id = ? AND seq = ?",
+                         (json.dumps(detail), release_id, seq))
 
     def finish(self, release_id: int, status: str, reason: str = "", duration_s: float | None = None) -> None:
         with self.store.transaction() as conn:

@@ -31,12 +31,13 @@ class ReleaseRequest:
     env: dict[str, str] = field(default_factory=dict)
     steps: list[int] = field(default_factory=lambda: [10, 25, 50, 100])
     bake: float = 30.0
+    migrations: str | None = None  # a directory of NNNN_name.up.sql / .down.sql files
 
 
 @dataclass(frozen=True)
 class Step:
-    name: str  # start, gate, shift-10, …, shift-100, promote
-    action: str  # start | gate | shift | promote
+    name: str  # backup, migrate, start, gate, shift-10, …, shift-100, promote
+    action: str  # backup | migrate | start | gate | shift | promote
     weight: int | None = None  # the candidate's share of traffic, for shift steps
     bake: float = 0.0
 
@@ -52,6 +53,7 @@ class Plan:
     from_version: str | None
     from_env: dict[str, str]
     steps: list[Step]
+    migrations: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -63,7 +65,11 @@ class Plan:
         lines = [f"release {self.image} (version {self.version}) into {self.to_color}; "
                  f"{self.from_color} serves {self.from_image} until then"]
         for i, step in enumerate(self.steps, 1):
-            if step.action == "start":
+            if step.action == "backup":
+                what = "snapshot the database and the config files (a backup set); stop here if it fails"
+            elif step.action == "migrate":
+                what = f"apply the pending migrations in {self.migrations} (down migrations or the snapshot undo them)"
+            elif step.action == "start":
                 what = f"start {self.to_color} with {self.image} and wait until /health answers 200"
             elif step.action == "gate":
                 what = f"health gate: /version reports {self.version}, /predict answers, quality vs {self.from_color}"
@@ -102,9 +108,12 @@ def plan_release(observed: Observed, request: ReleaseRequest) -> Plan:
     if request.bake < 0:
         raise InvalidRequest(f"bake {request.bake:g}s must not be negative", "e.g. --bake 30s")
     to_color = "green" if observed.live_color == "blue" else "blue"
-    plan_steps = [Step("start", "start"), Step("gate", "gate")]
+    plan_steps = [Step("backup", "backup")]
+    if request.migrations:
+        plan_steps.append(Step("migrate", "migrate"))
+    plan_steps += [Step("start", "start"), Step("gate", "gate")]
     plan_steps += [Step(f"shift-{w}", "shift", w, request.bake) for w in steps]
     plan_steps.append(Step("promote", "promote"))
     return Plan(image=request.image, version=version, env=dict(request.env), from_color=observed.live_color,
                 to_color=to_color, from_image=observed.live_image, from_version=observed.live_version,
-                from_env=dict(observed.live_env), steps=plan_steps)
+                from_env=dict(observed.live_env), steps=plan_steps, migrations=request.migrations)

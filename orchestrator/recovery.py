@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from orchestrator import migrations
 from orchestrator.deployment import Deployment
 from orchestrator.errors import BluegreenError, ProxyError
 from orchestrator.health import probe
 from orchestrator.journal import Journal, ReleaseRecord
+from orchestrator.migrations import SchemaDatabase
 
 Progress = Callable[[str], None]
 
@@ -69,10 +72,14 @@ def settle(dep: Deployment, rec: ReleaseRecord, status: str, reason: str, progre
         dep.proxy.start(weights)
     progress(f"traffic: 100% {target}")
     if target == rec.from_color:
-        try:
-            drain_and_remove(dep, rec.to_color)
-        except BluegreenError as exc:  # traffic is safe; a leftover container is only untidy
-            reason += f"; could not remove {rec.to_color}: {exc.message}"
+        if rec.find_step("start") is not None:  # only a container this change started is removed
+            try:
+                drain_and_remove(dep, rec.to_color)
+            except BluegreenError as exc:  # traffic is safe; a leftover container is only untidy
+                reason += f"; could not remove {rec.to_color}: {exc.message}"
+        schema = revert_schema(dep, rec, progress)
+        if schema:
+            reason += f"; {schema}"
         final_status = status
     else:
         final_status = "recovered"
@@ -85,6 +92,48 @@ def settle(dep: Deployment, rec: ReleaseRecord, status: str, reason: str, progre
     dep.state.set_live(target, weights)
     journal.finish(rec.id, final_status, reason)
     return Settled(target, final_status, reason)
+
+
+def schema_database(dep: Deployment) -> SchemaDatabase:
+    return SchemaDatabase(dep.settings.database.url, dep.settings.sqlite_path)
+
+
+def revert_schema(dep: Deployment, rec: ReleaseRecord, progress: Progress = _quiet) -> str:
+    """Undo the migrations this release applied: down migrations, else restore the snapshot.
+
+    Returns what was done, for the journal ("" when the release applied none).
+    """
+    step = rec.find_step("migrate")
+    if step is None or not rec.plan.get("migrations"):
+        return ""
+    to_apply = list(step.detail.get("to_apply", []))
+    db = schema_database(dep)
+    applied = [v for v in db.applied() if v in to_apply]
+    if not applied:
+        return ""
+    by_version = {m.version: m for m in migrations.load(Path(rec.plan["migrations"]))}
+    problem = None
+    for version in reversed(applied):
+        m = by_version.get(version)
+        if m is None or m.down is None:
+            problem = f"migration {version} has no down step"
+            break
+        try:
+            progress(f"reverting migration {m.version}_{m.name}")
+            db.run(m, "down")
+        except BluegreenError as exc:
+            problem = exc.message
+            break
+    else:
+        return f"schema reverted by down migrations {', '.join(reversed(applied))}"
+    backup_step = rec.find_step("backup")
+    set_id = backup_step.detail.get("backup") if backup_step else None
+    if not set_id:
+        return f"schema NOT reverted ({problem}) and no snapshot to restore"
+    progress(f"{problem}: restoring the schema from backup {set_id}")
+    _restored, safety = dep.backups.restore(str(set_id), progress, reason=f"release {rec.id} failed")
+    return (f"{problem}; the database was restored from backup {set_id}; safety snapshot {safety.id} holds "
+            "the state just before that restore (rows written during the release)")
 
 
 def housekeeping(dep: Deployment, progress: Progress = _quiet) -> list[str]:

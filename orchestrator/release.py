@@ -12,9 +12,10 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from orchestrator import analysis
+from orchestrator import analysis, migrations
 from orchestrator.deployment import Deployment
 from orchestrator.errors import (
     BluegreenError,
@@ -28,7 +29,7 @@ from orchestrator.journal import Journal
 from orchestrator.lifecycle import ensure_environment
 from orchestrator.plan import Observed, Plan, ReleaseRequest, Step, plan_release
 from orchestrator.ports import require_free
-from orchestrator.recovery import colour_ok, housekeeping, retire, settle
+from orchestrator.recovery import colour_ok, housekeeping, retire, schema_database, settle
 
 Progress = Callable[[str], None]
 
@@ -107,6 +108,8 @@ def _preflight(dep: Deployment, p: Plan, observed: Observed) -> None:
         raise InvalidRequest(f"the live colour {p.from_color} is not healthy; a release needs it to fall back to",
                              "bluegreen recover   (runbooks/failed-start.md)")
     dep.runtime.require_image(p.image)
+    if p.migrations:
+        migrations.load(Path(p.migrations))  # refuse misnamed or orphaned files before any change
     if dep.runtime.inspect(p.to_color) is None:
         require_free(dep.settings.environments.host, dep.settings.environments.color(p.to_color).port,
                      f"environments.{p.to_color}.port")
@@ -138,7 +141,7 @@ class _Executor:
                 self._check_requests()
                 self.journal.step_started(rid, seq, step.name)
                 _crash_point(step.name, "before")
-                detail = self._do(step)
+                detail = self._do(step, seq)
                 self.journal.step_finished(rid, seq, "done" if not detail.get("skipped") else "skipped", detail)
                 self.steps.append({"name": step.name, "outcome": "done", **detail})
                 _crash_point(step.name, "after")
@@ -178,7 +181,11 @@ class _Executor:
         return "rolled_back", reason, ReleaseFailed(f"release of {p.version} failed at {step.name}: {reason}; {back}")
 
     # -- steps ---------------------------------------------------------------------------------
-    def _do(self, step: Step) -> dict[str, Any]:
+    def _do(self, step: Step, seq: int) -> dict[str, Any]:
+        if step.action == "backup":
+            return self._backup()
+        if step.action == "migrate":
+            return self._migrate(seq)
         if step.action == "start":
             return self._start()
         if step.action == "gate":
@@ -186,6 +193,26 @@ class _Executor:
         if step.action == "shift":
             return self._shift(step)
         return self._promote()
+
+    def _backup(self) -> dict[str, Any]:
+        p = self.plan
+        backup = self.dep.backups.create(reason=f"before release of {p.version}", release_id=self.rid,
+                                         kind="release", progress=self.progress)
+        return {"backup": backup.id}
+
+    def _migrate(self, seq: int) -> dict[str, Any]:
+        p = self.plan
+        assert p.migrations is not None
+        db = schema_database(self.dep)
+        todo = migrations.pending(db, migrations.load(Path(p.migrations)))
+        # Written before anything runs: recovery reads it to know what this release may have applied.
+        self.journal.step_note(self.rid, seq, {"to_apply": [m.version for m in todo]})
+        applied = []
+        for m in todo:
+            self.progress(f"migration {m.version}_{m.name}")
+            db.run(m, "up")
+            applied.append(m.version)
+        return {"to_apply": [m.version for m in todo], "applied": applied}
 
     def _start(self) -> dict[str, Any]:
         p = self.plan

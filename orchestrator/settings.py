@@ -175,6 +175,13 @@ class AnalysisSettings(_Section):
     holdout: str = ""
 
 
+class BackupsSettings(_Section):
+    dir: Path = Path(".bluegreen/backups")
+    keep: int = Field(10, ge=1)
+    extra_files: list[Path] = Field(default_factory=list)
+    lock_wait_timeout: Duration = 10.0
+
+
 class Settings(BaseSettings):
     """One deployment's settings; ``root`` is the directory relative paths are resolved against."""
 
@@ -191,6 +198,7 @@ class Settings(BaseSettings):
     images: ImagesSettings = ImagesSettings()
     release: ReleaseSettings = ReleaseSettings()
     analysis: AnalysisSettings = AnalysisSettings()
+    backups: BackupsSettings = BackupsSettings()
     root: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @classmethod

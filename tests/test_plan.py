@@ -15,10 +15,16 @@ LIVE_BLUE = Observed(live_color="blue", live_image="m:v1", live_version="v1", li
 def test_a_release_goes_to_the_idle_colour_in_the_planned_steps() -> None:
     plan = plan_release(LIVE_BLUE, ReleaseRequest("m:v2", steps=[10, 25, 50, 100], bake=30))
     assert (plan.from_color, plan.to_color, plan.version, plan.from_version) == ("blue", "green", "v2", "v1")
-    assert [s.name for s in plan.steps] == ["start", "gate", "shift-10", "shift-25", "shift-50", "shift-100",
-                                            "promote"]
+    assert [s.name for s in plan.steps] == ["backup", "start", "gate", "shift-10", "shift-25", "shift-50",
+                                            "shift-100", "promote"]
     assert [s.weight for s in plan.steps if s.action == "shift"] == [10, 25, 50, 100]
     assert {s.bake for s in plan.steps if s.action == "shift"} == {30}
+
+
+def test_a_release_with_migrations_applies_them_after_the_snapshot_and_before_the_candidate() -> None:
+    plan = plan_release(LIVE_BLUE, ReleaseRequest("m:v2", steps=[100], migrations="/srv/migrations"))
+    assert [s.name for s in plan.steps] == ["backup", "migrate", "start", "gate", "shift-100", "promote"]
+    assert plan.to_dict()["migrations"] == "/srv/migrations"
 
 
 def test_from_green_the_release_goes_to_blue() -> None:

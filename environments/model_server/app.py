@@ -147,13 +147,13 @@ class PredictionStore:
         else:
             import psycopg
 
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-            conn.execute(
+            pg = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            pg.execute(
                 "CREATE TABLE IF NOT EXISTS predictions (id BIGSERIAL PRIMARY KEY,"
                 " created_at TIMESTAMPTZ NOT NULL DEFAULT now(), model_version TEXT NOT NULL,"
                 " variant TEXT NOT NULL, features TEXT NOT NULL, prediction TEXT NOT NULL, score REAL NOT NULL)"
             )
-            self.conn = conn
+            self.conn = pg
 
     def ping(self) -> bool:
         if self.kind == "none":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.errors import ProxyError
@@ -52,6 +53,7 @@ class ServerStats:
 
 class Proxy(Protocol):
     name: str
+    config_path: Path
 
     def running(self) -> bool: ...
     def start(self, weights: dict[str, int]) -> None: ...
