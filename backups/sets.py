@@ -75,8 +75,10 @@ class BackupStore:
     # -- create ------------------------------------------------------------------------------
     def create(self, reason: str = "", release_id: int | None = None, kind: str = "manual",
                progress: Progress = _quiet) -> BackupSet:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        set_id = f"{stamp}-{secrets.token_hex(3)}"
+        now = time.time()
+        # Sorts in creation order (microseconds), unique across processes (random suffix).
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+        set_id = f"{stamp}-{secrets.token_hex(2)}"
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             work = self.directory / f".{set_id}.partial"

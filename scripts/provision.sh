@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 log() { printf '[provision] %s\n' "$*" >&2; }
 
 need_pkgs=()
-for pair in dockerd:docker.io haproxy:haproxy nginx:nginx-light debootstrap:debootstrap wrk:wrk sqlite3:sqlite3; do
+for pair in dockerd:docker.io haproxy:haproxy nginx:nginx-light debootstrap:debootstrap wrk:wrk sqlite3:sqlite3 \
+            pg_ctlcluster:postgresql pg_dump:postgresql-client; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_pkgs+=("$pkg")
 done
@@ -31,6 +32,21 @@ if ! docker info >/dev/null 2>&1; then
     --host unix:///var/run/docker.sock --pidfile /var/run/docker.pid >/var/log/bluegreen-dockerd.log 2>&1 &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/bluegreen-dockerd.log"; tail -20 /var/log/bluegreen-dockerd.log >&2; exit 1; }
+fi
+
+# PostgreSQL: start the cluster and make the role the tests and the demo use.
+if ! pg_lsclusters --no-header 2>/dev/null | grep -q .; then
+  log "creating a PostgreSQL cluster"
+  pg_createcluster "$(ls /usr/lib/postgresql | sort -V | tail -1)" main >/dev/null
+fi
+read -r pg_version pg_name _ _ <<<"$(pg_lsclusters --no-header | head -1)"
+if ! pg_lsclusters --no-header | head -1 | grep -q online; then
+  log "starting PostgreSQL $pg_version/$pg_name"
+  pg_ctlcluster --skip-systemctl-redirect "$pg_version" "$pg_name" start
+fi
+for _ in $(seq 1 40); do su postgres -c "psql -tAc 'SELECT 1'" >/dev/null 2>&1 && break; sleep 0.25; done
+if ! su postgres -c "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname = 'bluegreen'\"" | grep -q 1; then
+  su postgres -c "psql -qc \"CREATE ROLE bluegreen LOGIN PASSWORD 'bluegreen' CREATEDB\""
 fi
 
 # The Python package with its test tools, installed from this checkout (editable).

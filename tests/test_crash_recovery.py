@@ -1,4 +1,4 @@
-"""kill -9 of a release at every journaled step, then recovery: traffic always ends on a healthy colour.
+"""kill -9 of a release at every journaled step (12 points), then recovery: traffic always ends on a healthy colour.
 
 The crash is injected with BLUEGREEN_FAULT_CRASH_AT=<step>:<before|after>, which makes the release
 SIGKILL itself at exactly that point, as an OOM kill or a power cut would.
@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import Project
 
-STEPS = ["start", "gate", "shift-50", "shift-100", "promote"]
+STEPS = ["backup", "start", "gate", "shift-50", "shift-100", "promote"]
 CRASH_POINTS = [f"{step}:{phase}" for step in STEPS for phase in ("before", "after")]
 
 

@@ -108,7 +108,8 @@ def test_a_good_release_is_promoted_and_the_old_colour_stays_warm(live: Project)
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     assert (doc["status"], doc["from_color"], doc["to_color"], doc["version"]) == ("promoted", "blue", "green", "v2")
-    assert [s["name"] for s in doc["steps"]] == ["start", "gate", "shift-25", "shift-50", "shift-100", "promote"]
+    assert [s["name"] for s in doc["steps"]] == ["backup", "start", "gate", "shift-25", "shift-50", "shift-100",
+                                                 "promote"]
     assert all(s["outcome"] == "done" for s in doc["steps"])
     assert "shift-25: 25% to green" in result.err  # each step is shown as it happens
     s = status(live)
@@ -139,10 +140,10 @@ def test_dry_run_prints_the_plan_and_changes_nothing(live: Project) -> None:
     result = live.run("release", V2, "--dry-run", "--json")
     assert result.code == 0
     plan = json.loads(result.out)["plan"]
-    assert [s["name"] for s in plan["steps"]] == ["start", "gate", "shift-10", "shift-25", "shift-50", "shift-100",
-                                                  "promote"]
+    assert [s["name"] for s in plan["steps"]] == ["backup", "start", "gate", "shift-10", "shift-25", "shift-50",
+                                                  "shift-100", "promote"]
     text = live.run("release", V2, "--dry-run")
-    assert "3. shift-10: shift 10% of traffic to green" in text.out and "(dry run: nothing changed)" in text.out
+    assert "4. shift-10: shift 10% of traffic to green" in text.out and "(dry run: nothing changed)" in text.out
     assert_blue_serves_alone(live)
     assert releases(live) == []
 
@@ -305,7 +306,7 @@ def test_promote_skips_the_remaining_steps(live: Project, background: list[subpr
     assert first.returncode == 0
     assert status(live)["live"] == "green"
     steps = {s["name"]: s["outcome"] for s in releases(live)[0]["steps"]}
-    assert steps == {"start": "done", "gate": "done", "shift-10": "done", "shift-25": "skipped",
+    assert steps == {"backup": "done", "start": "done", "gate": "done", "shift-10": "done", "shift-25": "skipped",
                      "shift-50": "skipped", "shift-100": "done", "promote": "done"}
 
 

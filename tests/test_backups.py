@@ -1,0 +1,228 @@
+"""Backup sets against real SQLite files (with a concurrent writer) and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from backups.sets import BackupStore, Sources
+from orchestrator.errors import BackupError
+
+PG_ADMIN = os.environ.get("BLUEGREEN_TEST_PG", "postgresql://bluegreen:bluegreen@127.0.0.1:5432/postgres")
+
+
+class Writer:
+    """Inserts rows into ``items`` as fast as it can from another connection, until stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stop = threading.Event()
+        self.written = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        while not self.stop.is_set():
+            conn.execute("INSERT INTO items (note) VALUES ('filler')")
+            self.written += 1
+        conn.close()
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def make_sqlite(path: Path, rows: int = 1000) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, note TEXT NOT NULL)")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO items (note) VALUES (?)", [("x" * 200,)] * rows)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def count(path: Path, where: str = "1") -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM items WHERE {where}").fetchone()[0])
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> tuple[BackupStore, Path]:
+    db = tmp_path / "app.db"
+    make_sqlite(db)
+    config = tmp_path / "bluegreen.toml"
+    config.write_text('project = "x"\n')
+    store = BackupStore(tmp_path / "backups", Sources(f"sqlite:///{db}", db, {"bluegreen.toml": config}))
+    return store, db
+
+
+def test_a_marker_written_just_before_a_snapshot_under_load_survives_a_restore(
+    sqlite_store: tuple[BackupStore, Path]
+) -> None:
+    store, db = sqlite_store
+    with Writer(db) as writer:
+        with sqlite3.connect(db, isolation_level=None) as conn:
+            conn.execute("INSERT INTO items (note) VALUES ('marker')")
+        backup = store.create(reason="test")
+        during = writer.written
+    assert during > 0
+    counts = backup.manifest["database"]["row_counts"]["items"]
+    assert store.verify(backup.id).ok
+    with sqlite3.connect(db, isolation_level=None) as conn:
+        conn.execute("DELETE FROM items")  # the accident the backup is for
+    store.restore(backup.id)
+    assert count(db, "note = 'marker'") == 1
+    assert count(db) == counts
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_the_set_is_private_and_its_manifest_describes_every_file(sqlite_store: tuple[BackupStore, Path]) -> None:
+    store, _db = sqlite_store
+    backup = store.create(reason="audit", release_id=7)
+    m = backup.manifest
+    assert (m["reason"], m["release_id"], m["database"]["engine"]) == ("audit", 7, "sqlite")
+    assert [f["name"] for f in m["files"]] == ["database.sqlite", "bluegreen.toml"]
+    assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in m["files"])
+    assert oct(backup.path.stat().st_mode & 0o777) == "0o700"
+    assert {oct(p.stat().st_mode & 0o777) for p in backup.path.iterdir()} == {"0o600"}
+    with sqlite3.connect(backup.path / "database.sqlite") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # a self-contained file
+
+
+def test_a_flipped_byte_fails_verify_and_is_refused_by_restore(sqlite_store: tuple[BackupStore, Path]) -> None:
+    store, db = sqlite_store
+    backup = store.create()
+    target = backup.path / "database.sqlite"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    report = store.verify(backup.id)
+    assert not report.ok and report.problems == ["database.sqlite does not match its sha256 in the manifest"]
+    before = count(db)
+    with pytest.raises(BackupError) as info:
+        store.restore(backup.id)
+    assert info.value.message.startswith(f"backup set {backup.id} failed verification and was not restored")
+    assert count(db) == before
+    assert len(store.all_sets()) == 1  # no safety set either: nothing was touched
+
+
+def test_restore_leaves_a_safety_snapshot_that_itself_verifies(sqlite_store: tuple[BackupStore, Path]) -> None:
+    store, db = sqlite_store
+    backup = store.create()
+    with sqlite3.connect(db, isolation_level=None) as conn:
+        conn.execute("INSERT INTO items (note) VALUES ('written after the backup')")
+    _restored, safety = store.restore(backup.id)
+    assert count(db, "note = 'written after the backup'") == 0
+    assert store.verify(safety.id).ok
+    assert safety.manifest["kind"] == "safety"
+    with sqlite3.connect(safety.path / "database.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM items WHERE note = 'written after the backup'").fetchone()[0] == 1
+
+
+def test_a_full_disk_fails_cleanly_and_leaves_no_partial_set(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    make_sqlite(db, rows=5000)  # about 1.2 MB
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], check=True)
+    try:
+        store = BackupStore(small / "backups", Sources(f"sqlite:///{db}", db, {}))
+        with pytest.raises(BackupError) as info:
+            store.create()
+        assert info.value.message.endswith("failed: database or disk is full")
+        assert "df -h" in info.value.hint
+        assert list((small / "backups").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_prune_keeps_the_newest_and_the_newest_verified(sqlite_store: tuple[BackupStore, Path]) -> None:
+    store, _db = sqlite_store
+    first = store.create()
+    assert store.verify(first.id).ok
+    others = [store.create() for _ in range(3)]
+    removed = store.prune(keep=2)
+    kept = [s.id for s in store.all_sets()]
+    assert kept == [others[2].id, others[1].id, first.id]
+    assert removed == [others[0].id]
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh database on the real server; fails (never skips) when PostgreSQL is not running."""
+    name = f"bg_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL is required (scripts/provision.sh starts it): {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id BIGSERIAL PRIMARY KEY, note TEXT NOT NULL)")
+        conn.execute("INSERT INTO items (note) SELECT 'row ' || g FROM generate_series(1, 500) g")
+    yield url
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for (leftover,) in admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                     (f"{name}_%",)).fetchall():
+        admin.execute(f'DROP DATABASE "{leftover}" WITH (FORCE)')
+    admin.close()
+
+
+def pg_count(url: str, where: str = "true") -> int:
+    with psycopg.connect(url) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM items WHERE {where}").fetchone()[0])
+
+
+def test_postgresql_marker_survives_a_restore_and_the_password_never_shows(pg_url: str, tmp_path: Path) -> None:
+    store = BackupStore(tmp_path / "backups", Sources(pg_url, None, {}))
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO items (note) VALUES ('marker')")
+    backup = store.create()
+    db = backup.manifest["database"]
+    assert (db["engine"], db["row_counts"], db["source"].count("***")) == ("postgresql", {"items": 501}, 1)
+    assert db["server_version"].split(".")[0].isdigit()
+    assert "bluegreen:bluegreen" not in (backup.path / "manifest.json").read_text()
+    assert store.verify(backup.id).ok
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM items")
+    _restored, safety = store.restore(backup.id)
+    assert pg_count(pg_url, "note = 'marker'") == 1 and pg_count(pg_url) == 501
+    assert json.loads((safety.path / "manifest.json").read_text())["database"]["row_counts"] == {"items": 0}
+    assert store.verify(safety.id).ok
+
+
+def test_postgresql_flipped_byte_is_refused(pg_url: str, tmp_path: Path) -> None:
+    store = BackupStore(tmp_path / "backups", Sources(pg_url, None, {}))
+    backup = store.create()
+    dump = backup.path / "database.dump"
+    data = bytearray(dump.read_bytes())
+    data[-10] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    assert store.verify(backup.id).problems == ["database.dump does not match its sha256 in the manifest"]
+    with pytest.raises(BackupError):
+        store.restore(backup.id)
+    assert pg_count(pg_url) == 500
+
+
+def test_an_unreachable_postgresql_is_a_clear_error(tmp_path: Path) -> None:
+    url = "postgresql://bluegreen:s3cret@127.0.0.1:1/nothing"
+    store = BackupStore(tmp_path / "backups", Sources(url, None, {}))
+    with pytest.raises(BackupError) as info:
+        store.create()
+    assert info.value.message.startswith("cannot connect to postgresql://bluegreen:***@127.0.0.1:1/nothing")
+    assert "s3cret" not in info.value.message + info.value.hint
