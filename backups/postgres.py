@@ -14,18 +14,11 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from backups.files import fsync_dir, fsync_file
 from orchestrator.errors import BackupError
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+from orchestrator.redact import redact_url
 
 
 class Target:
@@ -34,7 +27,7 @@ class Target:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.url = url
-        self.shown = redact(url)
+        self.shown = redact_url(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 5432
         self.user = unquote(parts.username or "")

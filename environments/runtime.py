@@ -8,9 +8,11 @@ The docker package is imported on first use so that commands which need no engin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -144,6 +146,31 @@ class DockerRuntime:
         except docker.errors.DockerException as exc:
             raise DockerUnavailable(f"docker could not start {color}: {_reason(exc)}") from None
         return _info(container.attrs)
+
+    def run_once(self, image: str, command: list[str], env: Mapping[str, str], mounts: tuple[Mount, ...] = (),
+                 timeout: float = 600.0) -> tuple[int, str]:
+        """Run a one-off container of ``image`` (e.g. a migration) to completion: (exit code, output)."""
+        import docker
+        import requests
+
+        self.require_image(image)
+        try:
+            container = self.client.containers.run(
+                image, command, name=f"{self.project}-task-{os.getpid()}-{int(time.time())}", detach=True,
+                network_mode="host", environment=dict(env), labels={f"{LABEL}.project": self.project},
+                user=f"{os.getuid()}:{os.getgid()}",
+                volumes={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts})
+        except docker.errors.DockerException as exc:
+            raise EnvironmentFailed(f"docker could not run {image} {' '.join(command)}: {_reason(exc)}") from None
+        try:
+            code = int(container.wait(timeout=timeout)["StatusCode"])
+            output = container.logs().decode(errors="replace")
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EnvironmentFailed(f"{' '.join(command)} in {image} did not finish: {_reason(exc)}") from None
+        finally:
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
+        return code, output
 
     def inspect(self, color: str) -> ContainerInfo | None:
         socket_path = unix_socket_path(self.host)

@@ -270,6 +270,12 @@ def release(
     migrations: Annotated[Path | None, typer.Option("--migrations", help="Directory of NNNN_name.up.sql / "
                           "NNNN_name.down.sql files, applied after the snapshot and before any traffic.",
                           show_default=False)] = None,
+    migrate_up: Annotated[str | None, typer.Option("--migrate-up", help="Instead of --migrations: a shell "
+                          "command run in a one-off container of IMAGE (e.g. 'alembic upgrade head').",
+                          show_default=False)] = None,
+    migrate_down: Annotated[str | None, typer.Option("--migrate-down", help="The command that undoes "
+                            "--migrate-up; without it a failed release restores the snapshot.",
+                            show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -284,7 +290,8 @@ def release(
     request = ReleaseRequest(image=image, version=version, env=_parse_env(env or []),
                              steps=_parse_steps(steps) or list(rs.steps),
                              bake=rs.bake if (b := _parse_bake(bake)) is None else b,
-                             migrations=str(migrations.resolve()) if migrations else None)
+                             migrations=str(migrations.resolve()) if migrations else None,
+                             migrate_up=migrate_up, migrate_down=migrate_down)
     if dry_run:
         the_plan = make_plan(dep, request)
         if as_json:

@@ -65,14 +65,12 @@ class Deployment:
     def proxy_url(self) -> str:
         return f"http://{self.settings.proxy.host}:{self.settings.proxy.port}"
 
-    def container_env(self, color: str, image: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    def container_env(self, color: str | None, image: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of a colour's container (or, with no colour, of a one-off task container)."""
         env = self.settings.environments
-        values = {
-            "HOST": env.host,
-            "PORT": str(env.color(color).port),
-            "MODEL_IMAGE": image,
-            "DATABASE_URL": self.container_database_url(),
-        }
+        values = {"HOST": env.host, "MODEL_IMAGE": image, "DATABASE_URL": self.container_database_url()}
+        if color is not None:
+            values["PORT"] = str(env.color(color).port)
         values.update(env.env)
         values.update(extra or {})
         return values

@@ -32,6 +32,8 @@ class ReleaseRequest:
     steps: list[int] = field(default_factory=lambda: [10, 25, 50, 100])
     bake: float = 30.0
     migrations: str | None = None  # a directory of NNNN_name.up.sql / .down.sql files
+    migrate_up: str | None = None  # or a command run in a one-off container of the image (alembic …)
+    migrate_down: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class Plan:
     from_env: dict[str, str]
     steps: list[Step]
     migrations: str | None = None
+    migrate_up: str | None = None
+    migrate_down: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -67,8 +71,11 @@ class Plan:
         for i, step in enumerate(self.steps, 1):
             if step.action == "backup":
                 what = "snapshot the database and the config files (a backup set); stop here if it fails"
-            elif step.action == "migrate":
+            elif step.action == "migrate" and self.migrations:
                 what = f"apply the pending migrations in {self.migrations} (down migrations or the snapshot undo them)"
+            elif step.action == "migrate":
+                what = f"run `{self.migrate_up}` in a one-off {self.image} container (undone by " + (
+                    f"`{self.migrate_down}`" if self.migrate_down else "the snapshot") + ")"
             elif step.action == "start":
                 what = f"start {self.to_color} with {self.image} and wait until /health answers 200"
             elif step.action == "gate":
@@ -108,12 +115,17 @@ def plan_release(observed: Observed, request: ReleaseRequest) -> Plan:
     if request.bake < 0:
         raise InvalidRequest(f"bake {request.bake:g}s must not be negative", "e.g. --bake 30s")
     to_color = "green" if observed.live_color == "blue" else "blue"
+    if request.migrations and request.migrate_up:
+        raise InvalidRequest("give either --migrations DIR or --migrate-up COMMAND, not both")
+    if request.migrate_down and not request.migrate_up:
+        raise InvalidRequest("--migrate-down needs --migrate-up")
     plan_steps = [Step("backup", "backup")]
-    if request.migrations:
+    if request.migrations or request.migrate_up:
         plan_steps.append(Step("migrate", "migrate"))
     plan_steps += [Step("start", "start"), Step("gate", "gate")]
     plan_steps += [Step(f"shift-{w}", "shift", w, request.bake) for w in steps]
     plan_steps.append(Step("promote", "promote"))
     return Plan(image=request.image, version=version, env=dict(request.env), from_color=observed.live_color,
                 to_color=to_color, from_image=observed.live_image, from_version=observed.live_version,
-                from_env=dict(observed.live_env), steps=plan_steps, migrations=request.migrations)
+                from_env=dict(observed.live_env), steps=plan_steps, migrations=request.migrations,
+                migrate_up=request.migrate_up, migrate_down=request.migrate_down)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestrator import migrations
 from orchestrator.deployment import Deployment
-from orchestrator.errors import BluegreenError, ProxyError
+from orchestrator.errors import BluegreenError, ProxyError, ReleaseFailed
 from orchestrator.health import probe
 from orchestrator.journal import Journal, ReleaseRecord
 from orchestrator.migrations import SchemaDatabase
@@ -104,7 +104,19 @@ def revert_schema(dep: Deployment, rec: ReleaseRecord, progress: Progress = _qui
     Returns what was done, for the journal ("" when the release applied none).
     """
     step = rec.find_step("migrate")
-    if step is None or not rec.plan.get("migrations"):
+    if step is None:
+        return ""
+    if rec.plan.get("migrate_up"):
+        down = rec.plan.get("migrate_down")
+        if down:
+            try:
+                progress(f"migration down command: {down}")
+                run_migration_command(dep, rec.image, rec.env, str(down))
+                return f"schema reverted by `{down}`"
+            except BluegreenError as exc:
+                return _restore_snapshot(dep, rec, exc.message, progress)
+        return _restore_snapshot(dep, rec, "the migration command has no down command", progress)
+    if not rec.plan.get("migrations"):
         return ""
     to_apply = list(step.detail.get("to_apply", []))
     db = schema_database(dep)
@@ -126,6 +138,19 @@ def revert_schema(dep: Deployment, rec: ReleaseRecord, progress: Progress = _qui
             break
     else:
         return f"schema reverted by down migrations {', '.join(reversed(applied))}"
+    return _restore_snapshot(dep, rec, problem, progress)
+
+
+def run_migration_command(dep: Deployment, image: str, env: dict[str, str], command: str) -> None:
+    """Run a migration command in a one-off container of ``image``, wired like the candidate."""
+    values = dep.container_env(None, image, env)
+    code, output = dep.runtime.run_once(image, ["sh", "-c", command], values, dep.mounts())
+    if code != 0:
+        tail = "\n    ".join(output.strip().splitlines()[-6:])
+        raise ReleaseFailed(f"migration command `{command}` exited with {code}" + (f":\n    {tail}" if tail else ""))
+
+
+def _restore_snapshot(dep: Deployment, rec: ReleaseRecord, problem: str, progress: Progress) -> str:
     backup_step = rec.find_step("backup")
     set_id = backup_step.detail.get("backup") if backup_step else None
     if not set_id:

@@ -29,7 +29,14 @@ from orchestrator.journal import Journal
 from orchestrator.lifecycle import ensure_environment
 from orchestrator.plan import Observed, Plan, ReleaseRequest, Step, plan_release
 from orchestrator.ports import require_free
-from orchestrator.recovery import colour_ok, housekeeping, retire, schema_database, settle
+from orchestrator.recovery import (
+    colour_ok,
+    housekeeping,
+    retire,
+    run_migration_command,
+    schema_database,
+    settle,
+)
 
 Progress = Callable[[str], None]
 
@@ -202,6 +209,11 @@ class _Executor:
 
     def _migrate(self, seq: int) -> dict[str, Any]:
         p = self.plan
+        if p.migrate_up:
+            self.journal.step_note(self.rid, seq, {"command": "started"})
+            self.progress(f"migration command in a one-off {p.image} container: {p.migrate_up}")
+            run_migration_command(self.dep, p.image, p.env, p.migrate_up)
+            return {"command": "done"}
         assert p.migrations is not None
         db = schema_database(self.dep)
         todo = migrations.pending(db, migrations.load(Path(p.migrations)))

@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from orchestrator.errors import ConfigError
+from orchestrator.redact import redact_url
 
 CONFIG_FILENAME = "bluegreen.toml"
 ENV_PREFIX = "BLUEGREEN_"
@@ -304,7 +305,8 @@ def _describe(exc: ValidationError, env: Mapping[str, str], filename: str) -> st
             lines.append(str(err["msg"]).removeprefix("Value error, "))
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
-            lines.append(f"{key} = {err['input']!r} ({source}): {msg}")
+            value = redact_url(err["input"]) if isinstance(err["input"], str) else err["input"]
+            lines.append(f"{key} = {value!r} ({source}): {msg}")
     if len(lines) == 1:
         return f"invalid settings: {lines[0]}"
     return "invalid settings:\n  " + "\n  ".join(lines)

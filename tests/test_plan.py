@@ -57,6 +57,9 @@ def test_the_plan_shows_environment_names_but_never_values() -> None:
         (LIVE_BLUE, ReleaseRequest("m:v2", steps=[]), "steps : must list at least one step, ending at 100"),
         (LIVE_BLUE, ReleaseRequest("m:v2", bake=-1), "bake -1s must not be negative"),
         (Observed(None, None, None), ReleaseRequest("m:v2"), "nothing is live to release against"),
+        (LIVE_BLUE, ReleaseRequest("m:v2", migrations="/m", migrate_up="alembic upgrade head"),
+         "give either --migrations DIR or --migrate-up COMMAND, not both"),
+        (LIVE_BLUE, ReleaseRequest("m:v2", migrate_down="alembic downgrade -1"), "--migrate-down needs --migrate-up"),
     ],
 )
 def test_requests_that_cannot_be_carried_out_are_refused(observed: Observed, request_: ReleaseRequest,

@@ -127,3 +127,27 @@ def test_a_full_disk_during_the_snapshot_stops_the_release_before_any_change(liv
     [rec] = releases(live)
     assert [(s["name"], s["outcome"]) for s in rec["steps"]] == [("backup", "failed")]
     assert_blue_serves_alone(live)
+
+
+PY = "/opt/model/bin/python -c \"import sqlite3; c = sqlite3.connect('/data/app.db'); c.execute('{sql}'); c.commit()\""
+
+
+def test_migration_commands_run_in_a_one_off_container_and_the_down_command_reverts(live: Project) -> None:
+    up = PY.format(sql="ALTER TABLE predictions ADD COLUMN source TEXT")
+    down = PY.format(sql="ALTER TABLE predictions DROP COLUMN source")
+    result = live.run("release", V2, "--migrate-up", up, "--migrate-down", down, "--version", "v3")
+    assert result.code == 11, result.err
+    assert "migration command in a one-off bluegreen-model:v2 container" in result.err
+    assert "source" not in columns(live)
+    [rec] = releases(live)
+    assert rec["reason"].endswith(f"schema reverted by `{down}`")
+    assert (rec["steps"][1]["name"], rec["steps"][1]["outcome"]) == ("migrate", "done")
+    assert_blue_serves_alone(live)
+
+
+def test_a_failing_migration_command_stops_the_release_and_names_its_output(live: Project) -> None:
+    result = live.run("release", V2, "--migrate-up", "echo 'schema is locked' >&2; exit 3")
+    assert result.code == 11
+    assert "failed at migrate: migration command `echo 'schema is locked' >&2; exit 3` exited with 3" in result.err
+    assert "schema is locked" in result.err
+    assert_blue_serves_alone(live)

@@ -115,6 +115,12 @@ def test_values_outside_the_rules(tmp_path: Path, text: str, message: str) -> No
     assert error_for(write(tmp_path, text)).message == message
 
 
+def test_a_bad_database_url_is_shown_without_its_password(tmp_path: Path) -> None:
+    err = error_for(write(tmp_path, '[database]\nurl = "mysql://app:hunter2@db:3306/models"\n'))
+    assert err.message == ("invalid settings: database.url = 'mysql://app:***@db:3306/models' (in bluegreen.toml): "
+                           "must start with sqlite:/// or postgresql://")
+
+
 def test_invalid_toml_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, "[proxy\nport = 1\n")
     err = error_for(path)
