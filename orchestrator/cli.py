@@ -337,6 +337,8 @@ def rollback(
     how = "switched at once (warm)" if result.warm else "started and gated first"
     typer.echo(f"rolled back: {result.live} serves {result.version} ({result.variant}); {how}, "
                f"{result.seconds:.2f}s")
+    for note in result.notes:
+        typer.echo(note)
 
 
 @app.command()

@@ -15,11 +15,11 @@ from typing import Any
 
 from orchestrator import analysis
 from orchestrator.deployment import Deployment, other
-from orchestrator.errors import InvalidRequest, LockHeld, ReleaseFailed
+from orchestrator.errors import BluegreenError, InvalidRequest, LockHeld, ReleaseFailed
 from orchestrator.journal import RUNNING, Journal, ReleaseRecord
 from orchestrator.lifecycle import UpResult, ensure_environment, up
 from orchestrator.lock import current_holder
-from orchestrator.recovery import colour_ok, housekeeping, retire, settle
+from orchestrator.recovery import colour_ok, housekeeping, retire, revert_schema, settle
 
 Progress = Callable[[str], None]
 BASELINE = "baseline"
@@ -155,9 +155,36 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
         settle(dep, rec, "failed", f"rollback failed: {exc}", progress)
         raise
     seconds = round(time.monotonic() - began, 3)
-    journal.finish(rid, "switched", reason, seconds)
     progress(f"traffic: 100% {idle} ({target.version}, {target.variant}); {live} stays warm")
-    return RollbackResult(rid, idle, target.image, target.version, target.variant, warm, seconds)
+    notes = []
+    schema = _revert_release_schema(dep, live, live_record.version, progress)
+    if schema:
+        notes.append(schema)
+    journal.finish(rid, "switched", "; ".join(part for part in (reason, *notes) if part), seconds)
+    return RollbackResult(rid, idle, target.image, target.version, target.variant, warm, seconds, notes)
+
+
+def _revert_release_schema(dep: Deployment, color: str, version: str, progress: Progress) -> str:
+    """After traffic left ``version``, undo the schema change of the release that brought it.
+
+    Runs after the switch, so traffic never waits for it. SQL migrations are reverted with their
+    down files (those still applied only, so a second rollback does nothing); a migration
+    command is not re-run here: the note says what to do.
+    """
+    source = next((r for r in Journal(dep.state).recent(100)
+                   if r.kind == "release" and r.status == "promoted" and r.to_color == color
+                   and r.version == version), None)
+    if source is None or source.find_step("migrate") is None:
+        return ""
+    if source.plan.get("migrate_up"):
+        backup = source.find_step("backup")
+        set_id = backup.detail.get("backup") if backup else "?"
+        return (f"the schema change of release {source.id} (`{source.plan['migrate_up']}`) was not reverted: "
+                f"run `{source.plan.get('migrate_down') or 'its down command'}`, or restore backup {set_id}")
+    try:
+        return revert_schema(dep, source, progress)
+    except BluegreenError as exc:
+        return f"the schema change of release {source.id} could not be reverted: {exc.message}"
 
 
 def _request_and_wait(dep: Deployment, rec: ReleaseRecord, what: str, wait: float,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,63 @@ def test_a_failing_migration_command_stops_the_release_and_names_its_output(live
     assert "failed at migrate: migration command `echo 'schema is locked' >&2; exit 3` exited with 3" in result.err
     assert "schema is locked" in result.err
     assert_blue_serves_alone(live)
+
+
+def test_rolling_back_a_promoted_release_runs_its_down_migration(live: Project) -> None:
+    d = migrations(live.root)
+    assert live.run("release", V2, "--migrations", str(d)).code == 0
+    assert "source" in columns(live)
+    with Load(live.proxy_url) as load:  # v2 serves and writes while the column exists
+        time.sleep(1)
+    written = rows(live)
+    result = live.run("rollback")
+    assert result.code == 0, result.err
+    assert "schema reverted by down migrations 0001" in result.out
+    assert "source" not in columns(live) and rows(live) >= written and sum(load.codes.values()) > 0
+    again = live.run("rollback")  # back to v2: the column is not re-added, and nothing is reverted twice
+    assert again.code == 0 and "schema reverted" not in again.out
+
+
+@pytest.fixture
+def pg_live(project: Project, docker_client: Any) -> Any:
+    """Blue serving v1 with its predictions in a fresh PostgreSQL database."""
+    import uuid
+
+    import psycopg
+
+    from tests.test_backups import PG_ADMIN
+
+    name = f"bg_app_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    project.env.update({"BLUEGREEN_RELEASE__BAKE": "0.2s", "BLUEGREEN_DATABASE__URL": url})
+    assert project.run("up").code == 0
+    yield project, url
+    project.run("down")
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for (left,) in admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{name}_%",)).fetchall():
+        admin.execute(f'DROP DATABASE "{left}" WITH (FORCE)')
+    admin.close()
+
+
+def test_a_failed_release_on_postgresql_reverts_its_migration_and_keeps_rows(pg_live: Any) -> None:
+    import psycopg
+
+    project, url = pg_live
+    d = project.root / "pg-migrations"
+    d.mkdir()
+    (d / "0001_add_source.up.sql").write_text(ADD)
+    (d / "0001_add_source.down.sql").write_text(DROP)
+    with Load(project.proxy_url) as load:
+        result = project.run("release", V2, "--migrations", str(d), "--version", "v3")
+    assert result.code == 11, result.err
+    with psycopg.connect(url) as conn:
+        cols = [r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
+                                           "WHERE table_name = 'predictions'").fetchall()]
+        stored = conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
+    assert "source" not in cols
+    assert stored >= load.codes[200] > 0  # every answered prediction is in PostgreSQL
+    sets = json.loads(project.run("backup", "list", "--json").out)
+    assert sets[0]["database"]["engine"] == "postgresql" and "***" in sets[0]["database"]["source"]
+    assert_blue_serves_alone(project)
