@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -186,30 +186,24 @@ class DockerRuntime:
         return None if container is None else _info(container.attrs)
 
     def stop(self, color: str, timeout: int = 10) -> None:
-        import docker
-
-        container = self._get(color)
-        if container is None:
-            return
-        try:
-            container.stop(timeout=timeout)
-        except docker.errors.NotFound:
-            return
-        except docker.errors.DockerException as exc:
-            raise DockerUnavailable(f"docker could not stop {color}: {_reason(exc)}") from None
+        """Stop gracefully (SIGTERM, then SIGKILL after ``timeout`` seconds); nothing to do if absent."""
+        self._act(color, "stop", lambda c: c.stop(timeout=timeout))
 
     def remove(self, color: str) -> None:
+        self._act(color, "remove", lambda c: c.remove(force=True))
+
+    def _act(self, color: str, verb: str, action: Callable[[Any], object]) -> None:
         import docker
 
         container = self._get(color)
         if container is None:
             return
         try:
-            container.remove(force=True)
+            action(container)
         except docker.errors.NotFound:
             return
         except docker.errors.DockerException as exc:
-            raise DockerUnavailable(f"docker could not remove {color}: {_reason(exc)}") from None
+            raise DockerUnavailable(f"docker could not {verb} {color}: {_reason(exc)}") from None
 
     def logs(self, color: str, tail: int | None = 100, follow: bool = False) -> Iterator[bytes]:
         import docker

@@ -344,23 +344,20 @@ def rollback(
 @app.command()
 def promote(as_json: JsonOpt = False) -> None:
     """Ask the release in progress to skip its remaining steps and promote now."""
-    from orchestrator.rollback import request
-
-    OPTIONS.json = as_json
-    rec = request(_deployment(), "promote", progress=_progress)
-    if as_json:
-        _emit(rec.to_dict())
-        return
-    typer.echo(f"release {rec.id} of {rec.version}: {rec.status}" + (f" ({rec.reason})" if rec.reason else ""))
+    _ask_release("promote", as_json)
 
 
 @app.command()
 def abort(as_json: JsonOpt = False) -> None:
     """Stop the release in progress (from any terminal): traffic returns to the serving colour."""
+    _ask_release("abort", as_json)
+
+
+def _ask_release(what: str, as_json: bool) -> None:
     from orchestrator.rollback import request
 
     OPTIONS.json = as_json
-    rec = request(_deployment(), "abort", progress=_progress)
+    rec = request(_deployment(), what, progress=_progress)
     if as_json:
         _emit(rec.to_dict())
         return
