@@ -168,8 +168,8 @@ def main() -> None:
         rel = r["release"]
         assert isinstance(rel, dict)
         print(f"{r['driver']}: release {rel['seconds']:.2f}s = bake {rel['bake_seconds']:.2f}s + container start "
-              f"{rel['start_seconds']:.2f}s + orchestrator {r['overhead']:.2f}s (backup, gate, 5 quality checks, analysis, "
-              f"journal); CLI process wall time {r['release_wall']:.2f}s")
+              f"{rel['start_seconds']:.2f}s + orchestrator {r['overhead']:.2f}s (backup, gate, 5 quality checks, "
+              f"analysis, journal); CLI process wall time {r['release_wall']:.2f}s")
 
 
 if __name__ == "__main__":
