@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from backups.sets import PROXY_CONFIG, BackupStore, Sources
 from environments.runtime import DockerRuntime, Mount
 from orchestrator.lock import DeploymentLock
 from orchestrator.proxy import Backend, Proxy
@@ -13,6 +13,9 @@ from orchestrator.proxy.haproxy import HAProxy
 from orchestrator.proxy.nginx import Nginx
 from orchestrator.settings import COLORS, Settings
 from orchestrator.state import StateStore, default_actor
+
+if TYPE_CHECKING:
+    from backups.sets import BackupStore
 
 CONTAINER_DATA_DIR = "/data"
 
@@ -42,6 +45,8 @@ class Deployment:
 
     @cached_property
     def backups(self) -> BackupStore:
+        from backups.sets import PROXY_CONFIG, BackupStore, Sources  # only commands that snapshot pay for it
+
         s = self.settings
         files = {"bluegreen.toml": s.root / "bluegreen.toml", PROXY_CONFIG: self.proxy.config_path}
         for extra in s.backups.extra_files:
