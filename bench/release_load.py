@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.deployments import write_config  # noqa: E402
+
 BLUEGREEN = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
 LUA = """
 wrk.method = "POST"
@@ -33,27 +36,10 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 class Deployment:
     def __init__(self, root: Path, driver: str, bake: str) -> None:
         self.root = root
-        self.proxy_port, blue, green = free_ports(3)
-        text = (REPO / "orchestrator" / "default.toml").read_text()
-        text = text.replace('project = "bluegreen"', f'project = "bench-{driver}"')
-        text = text.replace('driver = "haproxy"', f'driver = "{driver}"')
-        for old, new in (("port = 8080", self.proxy_port), ("port = 8101", blue), ("port = 8102", green)):
-            text = text.replace(old, f"port = {new}")
-        text = text.replace('bake = "30s"', f'bake = "{bake}"')
-        (root / "bluegreen.toml").write_text(text)
+        self.proxy_port = write_config(root, f"bench-{driver}", driver, bake)
         self.env = {**os.environ, "BLUEGREEN_ACTOR": "bench"}
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:

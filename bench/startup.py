@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,19 +18,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.deployments import write_config  # noqa: E402
 from orchestrator.deployment import Deployment  # noqa: E402
 from orchestrator.lifecycle import ensure_environment  # noqa: E402
 from orchestrator.settings import load_settings  # noqa: E402
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def timed(argv: list[str], cwd: Path, runs: int) -> list[float]:
@@ -55,12 +45,7 @@ def main() -> None:
     bluegreen = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        proxy_port, blue_port, green_port = free_ports(3)
-        text = (REPO / "orchestrator" / "default.toml").read_text()
-        text = text.replace('project = "bluegreen"', 'project = "bench-startup"')
-        for old, new in (("port = 8080", proxy_port), ("port = 8101", blue_port), ("port = 8102", green_port)):
-            text = text.replace(old, f"port = {new}")
-        (root / "bluegreen.toml").write_text(text)
+        write_config(root, "bench-startup")
         env = {**os.environ, "BLUEGREEN_ACTOR": "bench"}
         subprocess.run([*bluegreen, "up"], cwd=root, check=True, capture_output=True, env=env)
         try:
