@@ -79,17 +79,25 @@ class DeploymentLock:
 
 
 def current_holder(path: Path) -> LockHolder | None:
-    """Who holds the lock now, or None when it is free (a dead holder's record counts as free)."""
+    """Who holds the lock now, or None when it is free (a dead holder's record counts as free).
+
+    Reads the holder record without touching the lock itself: probing with a shared lock would
+    make an operator's `status` refuse a release that starts at the same instant.
+    """
     try:
         with open(path) as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return _read(fh) or LockHolder("another bluegreen process", 0, "?", "?")
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-            return None
+            holder = _read(fh)
     except FileNotFoundError:
         return None
+    if holder is None:
+        return None
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by another user
+    return holder
 
 
 def _read(fh: IO[str]) -> LockHolder | None:
