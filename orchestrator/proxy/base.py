@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,3 +80,38 @@ def output_tail(proc: subprocess.CompletedProcess[str], lines: int = 5) -> str:
     """The last lines a proxy command printed, for an error message."""
     text = (proc.stderr or proc.stdout or "").strip()
     return "\n".join(text.splitlines()[-lines:]) or f"exit code {proc.returncode}"
+
+
+def run_tool(argv: list[str], missing: str, hint: str) -> subprocess.CompletedProcess[str]:
+    """Run a proxy's command-line tool; a missing binary is our error, named with ``missing``."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise ProxyError(missing, hint) from None
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie has exited; only its parent has not reaped it yet.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def stop_process(pid: int, graceful: signal.Signals, timeout: float, name: str) -> None:
+    """Ask a proxy to finish its open requests and exit; terminate, then kill, if it lingers."""
+    for sig, wait in ((graceful, timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not process_alive(pid):
+                return
+            time.sleep(0.05)
+    raise ProxyError(f"{name} (pid {pid}) did not stop")

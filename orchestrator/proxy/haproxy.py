@@ -17,7 +17,7 @@ from pathlib import Path
 
 from orchestrator.errors import ProxyError
 from orchestrator.ports import require_free
-from orchestrator.proxy.base import Backend, ServerStats, check_weights
+from orchestrator.proxy.base import Backend, ServerStats, check_weights, run_tool, stop_process
 from orchestrator.proxy.base import output_tail as _tail
 
 BACKEND = "models"
@@ -130,24 +130,13 @@ class HAProxy:
         pid = self.pid()
         if pid is None:
             return
-        for sig, wait in ((signal.SIGUSR1, timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                if not _alive(pid):
-                    with contextlib.suppress(FileNotFoundError):
-                        self.socket_path.unlink()
-                    return
-                time.sleep(0.05)
-        raise ProxyError(f"haproxy (pid {pid}) did not stop")
+        stop_process(pid, signal.SIGUSR1, timeout, "haproxy")
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
 
     def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=30)
-        except FileNotFoundError:
-            raise ProxyError(f"the haproxy binary {self.binary!r} is not installed",
-                             "apt-get install haproxy, or set proxy.binary in bluegreen.toml") from None
+        return run_tool(argv, f"the haproxy binary {self.binary!r} is not installed",
+                        "apt-get install haproxy, or set proxy.binary in bluegreen.toml")
 
     # -- runtime API -------------------------------------------------------------------------
     def command(self, line: str) -> str:
@@ -203,17 +192,3 @@ def _socket_path(directory: Path) -> Path:
         return path
     digest = hashlib.sha256(str(directory).encode()).hexdigest()[:16]
     return Path("/tmp") / f"bluegreen-haproxy-{digest}.sock"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie has exited; only its parent has not reaped it yet.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False

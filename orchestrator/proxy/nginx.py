@@ -19,7 +19,7 @@ from pathlib import Path
 
 from orchestrator.errors import ProxyError
 from orchestrator.ports import require_free
-from orchestrator.proxy.base import Backend, ServerStats, check_weights
+from orchestrator.proxy.base import Backend, ServerStats, check_weights, run_tool, stop_process
 from orchestrator.proxy.base import output_tail as _tail
 
 CONFIG = """\
@@ -118,15 +118,7 @@ class Nginx:
         pid = self.pid()
         if pid is None:
             return
-        for sig, wait in ((signal.SIGQUIT, timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                if self.pid() is None:
-                    return
-                time.sleep(0.05)
-        raise ProxyError(f"nginx (pid {pid}) did not stop")
+        stop_process(pid, signal.SIGQUIT, timeout, "nginx")  # SIGQUIT: graceful shutdown
 
     def set_weights(self, weights: dict[str, int]) -> None:
         pid = self.pid()
@@ -178,8 +170,5 @@ class Nginx:
                 for name, c in counts.items()}
 
     def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=30)
-        except FileNotFoundError:
-            raise ProxyError(f"the nginx binary {self.binary!r} is not installed",
-                             "apt-get install nginx-light, or set proxy.nginx_binary in bluegreen.toml") from None
+        return run_tool(argv, f"the nginx binary {self.binary!r} is not installed",
+                        "apt-get install nginx-light, or set proxy.nginx_binary in bluegreen.toml")
