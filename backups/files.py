@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from orchestrator.errors import BackupError
+from bluegreen.orchestrator.errors import BackupError
 
 
 def fsync_file(path: Path) -> None:

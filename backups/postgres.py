@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from backups.files import fsync_dir, fsync_file
-from orchestrator.errors import BackupError
-from orchestrator.redact import redact_url
+from bluegreen.backups.files import fsync_dir, fsync_file
+from bluegreen.orchestrator.errors import BackupError
+from bluegreen.orchestrator.redact import redact_url
 
 
 class Target:

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backups import postgres, sqlite
-from backups.files import copy_file, fsync_dir, sha256
-from orchestrator.errors import BackupError
+from bluegreen.backups import postgres, sqlite
+from bluegreen.backups.files import copy_file, fsync_dir, sha256
+from bluegreen.orchestrator.errors import BackupError
 
 MANIFEST = "manifest.json"
 PROXY_CONFIG = "proxy.cfg"  # kept for the record; bluegreen rewrites it from the live weights

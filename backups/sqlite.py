@@ -14,8 +14,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from backups.files import fsync_dir, fsync_file
-from orchestrator.errors import BackupError
+from bluegreen.backups.files import fsync_dir, fsync_file
+from bluegreen.orchestrator.errors import BackupError
 
 
 def _connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:

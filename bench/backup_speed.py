@@ -26,8 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from backups import postgres, sqlite  # noqa: E402
-from backups.files import fsync_file  # noqa: E402
+from bluegreen.backups import postgres, sqlite  # noqa: E402
+from bluegreen.backups.files import fsync_file  # noqa: E402
 
 PG_ADMIN = os.environ.get("BLUEGREEN_TEST_PG", "postgresql://bluegreen:bluegreen@127.0.0.1:5432/postgres")
 

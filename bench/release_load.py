@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.deployments import write_config  # noqa: E402
 
-BLUEGREEN = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
+BLUEGREEN = [sys.executable, "-c", "from bluegreen.orchestrator.cli import main; main()"]
 LUA = """
 wrk.method = "POST"
 wrk.body = '{"features": [5.1, 3.5, 1.4, 0.2]}'

@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.deployments import write_config  # noqa: E402
-from orchestrator.deployment import Deployment  # noqa: E402
-from orchestrator.lifecycle import ensure_environment  # noqa: E402
-from orchestrator.settings import load_settings  # noqa: E402
+from bluegreen.orchestrator.deployment import Deployment  # noqa: E402
+from bluegreen.orchestrator.lifecycle import ensure_environment  # noqa: E402
+from bluegreen.orchestrator.settings import load_settings  # noqa: E402
 
 
 def timed(argv: list[str], cwd: Path, runs: int) -> list[float]:
@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    bluegreen = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
+    bluegreen = [sys.executable, "-c", "from bluegreen.orchestrator.cli import main; main()"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_config(root, "bench-startup")

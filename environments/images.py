@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from environments.runtime import DockerRuntime, _reason
-from orchestrator.errors import ImageBuildError
+from bluegreen.environments.runtime import DockerRuntime, _reason
+from bluegreen.orchestrator.errors import ImageBuildError
 
 Progress = Callable[[str], None]
 
@@ -139,7 +139,7 @@ def download_wheels(dest: Path, progress: Progress) -> None:
 def source_digest() -> str:
     """A digest of everything that goes into a reference image; a change means a rebuild."""
     h = hashlib.sha256()
-    server = resources.files("environments").joinpath("model_server")
+    server = resources.files("bluegreen.environments").joinpath("model_server")
     for name in SERVER_FILES:
         h.update(name.encode() + b"\0" + server.joinpath(name).read_bytes() + b"\0")
     h.update(" ".join(REQUIREMENTS).encode())
@@ -186,7 +186,7 @@ def build_images(
     download_wheels(wheels, progress)
     with tempfile.TemporaryDirectory(prefix="bluegreen-build-") as tmp:
         ctx = Path(tmp)
-        server = resources.files("environments").joinpath("model_server")
+        server = resources.files("bluegreen.environments").joinpath("model_server")
         for name in SERVER_FILES:
             (ctx / name).write_bytes(server.joinpath(name).read_bytes())
         shutil.copytree(wheels, ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from environments.engine_api import EngineUnavailable, inspect_container, unix_socket_path
-from orchestrator.errors import DockerUnavailable, EnvironmentFailed, ImageNotFound
+from bluegreen.environments.engine_api import EngineUnavailable, inspect_container, unix_socket_path
+from bluegreen.orchestrator.errors import DockerUnavailable, EnvironmentFailed, ImageNotFound
 
 LABEL = "bluegreen"
 

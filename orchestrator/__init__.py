@@ -1,2 +1,1 @@
-"""bluegreen: blue/green releases of ML model servers."""
-__version__ = "0.1.0"
+"""The core: settings, state, release, rollback, recovery, analysis, proxy drivers and the CLI."""

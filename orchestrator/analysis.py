@@ -19,8 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ReleaseFailed
-from orchestrator.proxy import ServerStats
+from bluegreen.orchestrator.errors import ReleaseFailed
+from bluegreen.orchestrator.proxy import ServerStats
 
 BUCKET = re.compile(r'^predict_latency_seconds_bucket\{le="([^"]+)"\}\s+(\S+)$', re.MULTILINE)
 
@@ -118,7 +118,7 @@ def load_holdout(path: str) -> Holdout:
         if path:
             doc = json.loads(Path(path).read_text())
         else:
-            doc = json.loads(resources.files("orchestrator").joinpath("data/iris_holdout.json").read_text())
+            doc = json.loads(resources.files("bluegreen.orchestrator").joinpath("data/iris_holdout.json").read_text())
         return Holdout(x=[list(map(float, row)) for row in doc["x"]], y=[int(v) for v in doc["y"]])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ReleaseFailed(f"cannot read the holdout {path or '(bundled)'}: {exc}",

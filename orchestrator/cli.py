@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orchestrator.errors import BluegreenError
+from bluegreen.orchestrator.errors import BluegreenError
 
 if TYPE_CHECKING:
-    from orchestrator.deployment import Deployment
-    from orchestrator.status import Status
+    from bluegreen.orchestrator.deployment import Deployment
+    from bluegreen.orchestrator.status import Status
 
 
 @dataclass
@@ -59,8 +59,8 @@ def _global(
 
 
 def _deployment() -> Deployment:
-    from orchestrator.deployment import Deployment
-    from orchestrator.settings import load_settings
+    from bluegreen.orchestrator.deployment import Deployment
+    from bluegreen.orchestrator.settings import load_settings
 
     return Deployment(load_settings(OPTIONS.config))
 
@@ -81,7 +81,7 @@ def init(
     as_json: JsonOpt = False,
 ) -> None:
     """Write a commented bluegreen.toml with the embedded defaults."""
-    from orchestrator.project import init_project
+    from bluegreen.orchestrator.project import init_project
 
     OPTIONS.json = as_json
     result = init_project(directory, force=force)
@@ -95,7 +95,7 @@ def init(
 @app.command()
 def up(as_json: JsonOpt = False) -> None:
     """Start the proxy and the live colour (blue at first); wait until healthy. Idempotent."""
-    from orchestrator.lifecycle import up as do_up
+    from bluegreen.orchestrator.lifecycle import up as do_up
 
     OPTIONS.json = as_json
     result = do_up(_deployment(), progress=_progress)
@@ -113,7 +113,7 @@ def up(as_json: JsonOpt = False) -> None:
 @app.command()
 def status(as_json: JsonOpt = False) -> None:
     """Show the live colour, the weights the proxy really has, and each colour's container and health."""
-    from orchestrator.status import status as do_status
+    from bluegreen.orchestrator.status import status as do_status
 
     OPTIONS.json = as_json
     result = do_status(_deployment())
@@ -161,7 +161,7 @@ def _render_status(s: Status) -> None:
 @app.command()
 def down(as_json: JsonOpt = False) -> None:
     """Stop the proxy and both colours (the live colour and version are kept for the next up)."""
-    from orchestrator.lifecycle import down as do_down
+    from bluegreen.orchestrator.lifecycle import down as do_down
 
     OPTIONS.json = as_json
     result = do_down(_deployment(), progress=_progress)
@@ -178,7 +178,7 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
 ) -> None:
     """Print a colour's container logs."""
-    from orchestrator.settings import COLORS
+    from bluegreen.orchestrator.settings import COLORS
 
     if color not in COLORS:
         raise typer.BadParameter(f"{color!r} is not a colour; use blue or green", param_hint="COLOR")
@@ -195,7 +195,7 @@ def history(
     as_json: JsonOpt = False,
 ) -> None:
     """Show every release and rollback with its steps, and the audit log of every action."""
-    from orchestrator.journal import Journal
+    from bluegreen.orchestrator.journal import Journal
 
     OPTIONS.json = as_json
     dep = _deployment()
@@ -246,7 +246,7 @@ def _parse_steps(text: str | None) -> list[int] | None:
 
 
 def _parse_bake(text: str | None) -> float | None:
-    from orchestrator.settings import parse_duration
+    from bluegreen.orchestrator.settings import parse_duration
 
     if text is None:
         return None
@@ -280,9 +280,9 @@ def release(
     as_json: JsonOpt = False,
 ) -> None:
     """Release IMAGE into the idle colour: health gate, then shift traffic step by step, then promote."""
-    from orchestrator.plan import ReleaseRequest
-    from orchestrator.release import plan as make_plan
-    from orchestrator.release import release as do_release
+    from bluegreen.orchestrator.plan import ReleaseRequest
+    from bluegreen.orchestrator.release import plan as make_plan
+    from bluegreen.orchestrator.release import release as do_release
 
     OPTIONS.json = as_json
     dep = _deployment()
@@ -327,7 +327,7 @@ def rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Send all traffic back to the previous version now (instant while its colour is warm)."""
-    from orchestrator.rollback import rollback as do_rollback
+    from bluegreen.orchestrator.rollback import rollback as do_rollback
 
     OPTIONS.json = as_json
     result = do_rollback(_deployment(), to, reason, progress=_progress)
@@ -354,7 +354,7 @@ def abort(as_json: JsonOpt = False) -> None:
 
 
 def _ask_release(what: str, as_json: bool) -> None:
-    from orchestrator.rollback import request
+    from bluegreen.orchestrator.rollback import request
 
     OPTIONS.json = as_json
     rec = request(_deployment(), what, progress=_progress)
@@ -367,7 +367,7 @@ def _ask_release(what: str, as_json: bool) -> None:
 @app.command()
 def recover(as_json: JsonOpt = False) -> None:
     """Finish a release or rollback cut short by a crash, and bring the live colour up healthy."""
-    from orchestrator.rollback import recover as do_recover
+    from bluegreen.orchestrator.rollback import recover as do_recover
 
     OPTIONS.json = as_json
     result = do_recover(_deployment(), progress=_progress)
@@ -382,7 +382,7 @@ def recover(as_json: JsonOpt = False) -> None:
 @app.command()
 def retire(as_json: JsonOpt = False) -> None:
     """Stop the warm previous colour now instead of at the end of its window."""
-    from orchestrator.rollback import retire_now
+    from bluegreen.orchestrator.rollback import retire_now
 
     OPTIONS.json = as_json
     color = retire_now(_deployment(), progress=_progress)
@@ -398,7 +398,7 @@ def backup_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Snapshot the database and the config files into a new backup set."""
-    from orchestrator import snapshots
+    from bluegreen.orchestrator import snapshots
 
     OPTIONS.json = as_json
     backup = snapshots.create(_deployment(), reason, progress=_progress)
@@ -433,7 +433,7 @@ def backup_verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-hash a set's files and restore its database into a scratch copy to check it."""
-    from orchestrator import snapshots
+    from bluegreen.orchestrator import snapshots
 
     OPTIONS.json = as_json
     report = snapshots.verify(_deployment(), set_id, progress=_progress)
@@ -442,7 +442,7 @@ def backup_verify(
     elif report.ok:
         typer.echo(f"{set_id}: verified (hashes, integrity and row counts match the manifest)")
     if not report.ok:
-        from orchestrator.errors import BackupError
+        from bluegreen.orchestrator.errors import BackupError
 
         raise BackupError(f"backup set {set_id} failed verification: " + "; ".join(report.problems),
                           "bluegreen backup list   (use another set)")
@@ -455,7 +455,7 @@ def backup_restore(
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a set's database and config (after a safety snapshot of the current state)."""
-    from orchestrator import snapshots
+    from bluegreen.orchestrator import snapshots
 
     OPTIONS.json = as_json
     dep = _deployment()
@@ -479,7 +479,7 @@ def backup_prune(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove old backup sets, keeping the newest N and always the newest verified one."""
-    from orchestrator import snapshots
+    from bluegreen.orchestrator import snapshots
 
     OPTIONS.json = as_json
     removed = snapshots.prune(_deployment(), keep)
@@ -499,7 +499,7 @@ def images_build(
     as_json: JsonOpt = False,
 ) -> None:
     """Build the reference model images (no registry needed)."""
-    from environments.images import build_images
+    from bluegreen.environments.images import build_images
 
     OPTIONS.json = as_json
     dep = _deployment_or_defaults()
@@ -515,8 +515,8 @@ def images_build(
 
 def _deployment_or_defaults() -> Deployment:
     """Image builds work before `bluegreen init`: without a settings file they use the defaults."""
-    from orchestrator.deployment import Deployment
-    from orchestrator.settings import Settings, find_config
+    from bluegreen.orchestrator.deployment import Deployment
+    from bluegreen.orchestrator.settings import Settings, find_config
 
     if OPTIONS.config is None and not find_config(None).exists():
         return Deployment(Settings())

@@ -6,16 +6,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from environments.runtime import DockerRuntime, Mount
-from orchestrator.lock import DeploymentLock
-from orchestrator.proxy import Backend, Proxy
-from orchestrator.proxy.haproxy import HAProxy
-from orchestrator.proxy.nginx import Nginx
-from orchestrator.settings import COLORS, Settings
-from orchestrator.state import StateStore, default_actor
+from bluegreen.environments.runtime import DockerRuntime, Mount
+from bluegreen.orchestrator.lock import DeploymentLock
+from bluegreen.orchestrator.proxy import Backend, Proxy
+from bluegreen.orchestrator.proxy.haproxy import HAProxy
+from bluegreen.orchestrator.proxy.nginx import Nginx
+from bluegreen.orchestrator.settings import COLORS, Settings
+from bluegreen.orchestrator.state import StateStore, default_actor
 
 if TYPE_CHECKING:
-    from backups.sets import BackupStore
+    from bluegreen.backups.sets import BackupStore
 
 CONTAINER_DATA_DIR = "/data"
 
@@ -45,7 +45,7 @@ class Deployment:
 
     @cached_property
     def backups(self) -> BackupStore:
-        from backups.sets import PROXY_CONFIG, BackupStore, Sources  # only commands that snapshot pay for it
+        from bluegreen.backups.sets import PROXY_CONFIG, BackupStore, Sources  # only commands that snapshot pay for it
 
         s = self.settings
         files = {"bluegreen.toml": s.root / "bluegreen.toml", PROXY_CONFIG: self.proxy.config_path}

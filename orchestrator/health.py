@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from orchestrator.errors import EnvironmentFailed
+from bluegreen.orchestrator.errors import EnvironmentFailed
 
 
 @dataclass(frozen=True)

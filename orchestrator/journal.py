@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from orchestrator.state import StateStore, now
+from bluegreen.orchestrator.state import StateStore, now
 
 RUNNING = "running"
 FINISHED = ("promoted", "rolled_back", "failed", "aborted", "recovered", "switched")

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from environments.runtime import ContainerInfo, env_digest
-from orchestrator.deployment import Deployment, other
-from orchestrator.errors import EnvironmentFailed
-from orchestrator.health import probe, wait_healthy
-from orchestrator.ports import require_free
-from orchestrator.recovery import housekeeping
-from orchestrator.settings import COLORS
+from bluegreen.environments.runtime import ContainerInfo, env_digest
+from bluegreen.orchestrator.deployment import Deployment, other
+from bluegreen.orchestrator.errors import EnvironmentFailed
+from bluegreen.orchestrator.health import probe, wait_healthy
+from bluegreen.orchestrator.ports import require_free
+from bluegreen.orchestrator.recovery import housekeeping
+from bluegreen.orchestrator.settings import COLORS
 
 Progress = Callable[[str], None]
 

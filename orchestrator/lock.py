@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from orchestrator.errors import LockHeld, StateError
+from bluegreen.orchestrator.errors import LockHeld, StateError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import InvalidRequest, ReleaseFailed
+from bluegreen.orchestrator.errors import InvalidRequest, ReleaseFailed
 
 FILENAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$")
 TABLE = "bluegreen_schema_migrations"
@@ -67,7 +67,7 @@ class SchemaDatabase:
         return conn
 
     def _pg(self) -> Any:
-        from backups.postgres import Target
+        from bluegreen.backups.postgres import Target
 
         return Target(self.url).connect()
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from orchestrator.errors import InvalidRequest
-from orchestrator.settings import check_steps
+from bluegreen.orchestrator.errors import InvalidRequest
+from bluegreen.orchestrator.settings import check_steps
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from orchestrator.errors import PortInUse
+from bluegreen.orchestrator.errors import PortInUse
 
 
 def port_free(host: str, port: int) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from orchestrator.errors import ConfigError
-from orchestrator.settings import CONFIG_FILENAME, default_toml
+from bluegreen.orchestrator.errors import ConfigError
+from bluegreen.orchestrator.settings import CONFIG_FILENAME, default_toml
 
 
 def init_project(directory: Path, force: bool = False) -> dict[str, str]:

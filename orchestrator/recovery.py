@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import migrations
-from orchestrator.deployment import Deployment
-from orchestrator.errors import BluegreenError, ProxyError, ReleaseFailed
-from orchestrator.health import probe
-from orchestrator.journal import Journal, ReleaseRecord
-from orchestrator.migrations import SchemaDatabase
+from bluegreen.orchestrator import migrations
+from bluegreen.orchestrator.deployment import Deployment
+from bluegreen.orchestrator.errors import BluegreenError, ProxyError, ReleaseFailed
+from bluegreen.orchestrator.health import probe
+from bluegreen.orchestrator.journal import Journal, ReleaseRecord
+from bluegreen.orchestrator.migrations import SchemaDatabase
 
 Progress = Callable[[str], None]
 
@@ -48,7 +48,7 @@ def settle(dep: Deployment, rec: ReleaseRecord, status: str, reason: str, progre
     is started again from its image. Raises (leaving the journal open for a later recover)
     only when the proxy cannot be changed.
     """
-    from orchestrator.lifecycle import ensure_environment
+    from bluegreen.orchestrator.lifecycle import ensure_environment
 
     journal = Journal(dep.state)
     planned = {step["name"] for step in rec.plan.get("steps", [])}

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import analysis, migrations
-from orchestrator.deployment import Deployment
-from orchestrator.errors import (
+from bluegreen.orchestrator import analysis, migrations
+from bluegreen.orchestrator.deployment import Deployment
+from bluegreen.orchestrator.errors import (
     BluegreenError,
     EnvironmentFailed,
     InvalidRequest,
@@ -25,11 +25,11 @@ from orchestrator.errors import (
     ReleaseAborted,
     ReleaseFailed,
 )
-from orchestrator.journal import Journal
-from orchestrator.lifecycle import ensure_environment
-from orchestrator.plan import Observed, Plan, ReleaseRequest, Step, plan_release
-from orchestrator.ports import require_free
-from orchestrator.recovery import (
+from bluegreen.orchestrator.journal import Journal
+from bluegreen.orchestrator.lifecycle import ensure_environment
+from bluegreen.orchestrator.plan import Observed, Plan, ReleaseRequest, Step, plan_release
+from bluegreen.orchestrator.ports import require_free
+from bluegreen.orchestrator.recovery import (
     colour_ok,
     housekeeping,
     retire,

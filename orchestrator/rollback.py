@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from orchestrator import analysis
-from orchestrator.deployment import Deployment, other
-from orchestrator.errors import BluegreenError, InvalidRequest, LockHeld, ReleaseFailed
-from orchestrator.journal import RUNNING, Journal, ReleaseRecord
-from orchestrator.lifecycle import UpResult, ensure_environment, up
-from orchestrator.lock import current_holder
-from orchestrator.recovery import colour_ok, housekeeping, retire, revert_schema, settle
+from bluegreen.orchestrator import analysis
+from bluegreen.orchestrator.deployment import Deployment, other
+from bluegreen.orchestrator.errors import BluegreenError, InvalidRequest, LockHeld, ReleaseFailed
+from bluegreen.orchestrator.journal import RUNNING, Journal, ReleaseRecord
+from bluegreen.orchestrator.lifecycle import UpResult, ensure_environment, up
+from bluegreen.orchestrator.lock import current_holder
+from bluegreen.orchestrator.recovery import colour_ok, housekeeping, retire, revert_schema, settle
 
 Progress = Callable[[str], None]
 BASELINE = "baseline"

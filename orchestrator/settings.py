@@ -28,8 +28,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from orchestrator.errors import ConfigError
-from orchestrator.redact import redact_url
+from bluegreen.orchestrator.errors import ConfigError
+from bluegreen.orchestrator.redact import redact_url
 
 CONFIG_FILENAME = "bluegreen.toml"
 ENV_PREFIX = "BLUEGREEN_"
@@ -248,7 +248,7 @@ class Settings(BaseSettings):
 
 def default_toml() -> str:
     """The commented default settings file that ``bluegreen init`` writes."""
-    return resources.files("orchestrator").joinpath("default.toml").read_text()
+    return resources.files("bluegreen.orchestrator").joinpath("default.toml").read_text()
 
 
 def find_config(explicit: Path | None) -> Path:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from backups.sets import BackupSet, VerifyReport
-from orchestrator.deployment import Deployment
+from bluegreen.backups.sets import BackupSet, VerifyReport
+from bluegreen.orchestrator.deployment import Deployment
 
 Progress = Callable[[str], None]
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import BluegreenError, StateError
+from bluegreen.orchestrator.errors import BluegreenError, StateError
 
 SCHEMA_VERSION = 1
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from orchestrator.deployment import Deployment
-from orchestrator.errors import ProxyError
-from orchestrator.health import probe
-from orchestrator.journal import Journal
-from orchestrator.lock import current_holder
-from orchestrator.settings import COLORS
+from bluegreen.orchestrator.deployment import Deployment
+from bluegreen.orchestrator.errors import ProxyError
+from bluegreen.orchestrator.health import probe
+from bluegreen.orchestrator.journal import Journal
+from bluegreen.orchestrator.lock import current_holder
+from bluegreen.orchestrator.settings import COLORS
 
 
 @dataclass

@@ -50,8 +50,8 @@ if ! su postgres -c "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname = 'bluegre
 fi
 
 # The Python package with its test tools, installed from this checkout (editable).
-installed=$(python3 -c "import orchestrator, pytest, typer; print(orchestrator.__file__)" 2>/dev/null || true)
-if [ "$installed" != "$PWD/orchestrator/__init__.py" ] || [ pyproject.toml -nt .provisioned-pip ]; then
+installed=$(cd / && python3 -c "import bluegreen.orchestrator.cli, pytest, typer; print(bluegreen.__file__)" 2>/dev/null || true)
+if [ "$installed" != "$PWD/bluegreen/__init__.py" ] || [ pyproject.toml -nt .provisioned-pip ]; then
   log "installing the bluegreen package"
   python3 -m pip install -q --disable-pip-version-check -e '.[test]'
   touch .provisioned-pip

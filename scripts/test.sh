@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/provision.sh
-python3 -m ruff check orchestrator environments tests bench
+python3 -m ruff check bluegreen orchestrator environments backups tests bench
 python3 -m mypy
 python3 -m pytest "$@"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-BLUEGREEN = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
+BLUEGREEN = [sys.executable, "-c", "from bluegreen.orchestrator.cli import main; main()"]
 
 
 def free_ports(n: int) -> list[int]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from backups.sets import BackupStore, Sources
-from orchestrator.errors import BackupError
+from bluegreen.backups.sets import BackupStore, Sources
+from bluegreen.orchestrator.errors import BackupError
 
 PG_ADMIN = os.environ.get("BLUEGREEN_TEST_PG", "postgresql://bluegreen:bluegreen@127.0.0.1:5432/postgres")
 

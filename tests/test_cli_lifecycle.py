@@ -79,7 +79,7 @@ def test_status_shows_the_weights_haproxy_really_has(project: Project) -> None:
     """Weights changed behind bluegreen's back show in status: they are read, not remembered."""
     assert project.run("up").code == 0
     sock = project.root / ".bluegreen" / "haproxy" / "admin.sock"
-    from orchestrator.proxy.haproxy import _socket_path
+    from bluegreen.orchestrator.proxy.haproxy import _socket_path
 
     path = _socket_path(sock.parent)
     with socket.socket(socket.AF_UNIX) as s:
@@ -216,7 +216,7 @@ def test_a_second_operator_is_refused_while_the_lock_is_held(project: Project) -
     holder = textwrap.dedent("""
         import sys, time
         from pathlib import Path
-        from orchestrator.lock import DeploymentLock
+        from bluegreen.orchestrator.lock import DeploymentLock
         lock = DeploymentLock(Path(".bluegreen/lock")).acquire("release", "alice@ops")
         print("held", flush=True)
         time.sleep(60)

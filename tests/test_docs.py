@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import typer
 
-from orchestrator.cli import app
+from bluegreen.orchestrator.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 ROOT = typer.main.get_command(app)

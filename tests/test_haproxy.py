@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.errors import PortInUse, ProxyError
-from orchestrator.proxy import Backend
-from orchestrator.proxy.haproxy import HAProxy, _socket_path
+from bluegreen.orchestrator.errors import PortInUse, ProxyError
+from bluegreen.orchestrator.proxy import Backend
+from bluegreen.orchestrator.proxy.haproxy import HAProxy, _socket_path
 from tests.conftest import free_ports, wait_for
 
 

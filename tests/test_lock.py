@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import LockHeld
-from orchestrator.lock import DeploymentLock, current_holder
+from bluegreen.orchestrator.errors import LockHeld
+from bluegreen.orchestrator.lock import DeploymentLock, current_holder
 
 HOLD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from orchestrator.lock import DeploymentLock
+    from bluegreen.orchestrator.lock import DeploymentLock
     lock = DeploymentLock(Path(sys.argv[1])).acquire("release", "alice@ops")
     print("held", flush=True)
     if sys.argv[2] == "die":

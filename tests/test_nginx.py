@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.errors import ProxyError
-from orchestrator.proxy import Backend
-from orchestrator.proxy.nginx import Nginx
+from bluegreen.orchestrator.errors import ProxyError
+from bluegreen.orchestrator.proxy import Backend
+from bluegreen.orchestrator.proxy.nginx import Nginx
 from tests.conftest import Project, free_ports
 from tests.test_haproxy import backend_server
 

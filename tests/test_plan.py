@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.analysis import Snapshot, compare_quality, judge, quantile
-from orchestrator.errors import InvalidRequest
-from orchestrator.plan import Observed, ReleaseRequest, plan_release
+from bluegreen.orchestrator.analysis import Snapshot, compare_quality, judge, quantile
+from bluegreen.orchestrator.errors import InvalidRequest
+from bluegreen.orchestrator.plan import Observed, ReleaseRequest, plan_release
 
 LIVE_BLUE = Observed(live_color="blue", live_image="m:v1", live_version="v1", live_env={"K": "secret"},
                      live_running=True)

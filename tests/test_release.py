@@ -46,7 +46,7 @@ def versions_served(project: Project, n: int = 20) -> Counter[str]:
 
 
 def green_requests_seen_by_proxy(project: Project) -> int:
-    from orchestrator.proxy.haproxy import _socket_path
+    from bluegreen.orchestrator.proxy.haproxy import _socket_path
 
     path = _socket_path(project.root / ".bluegreen" / "haproxy")
     with socket.socket(socket.AF_UNIX) as s:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import ConfigError
-from orchestrator.settings import Settings, default_toml, load_settings
+from bluegreen.orchestrator.errors import ConfigError
+from bluegreen.orchestrator.settings import Settings, default_toml, load_settings
 
 HINT = ("fix bluegreen.toml or the variable named; bluegreen init --force writes the commented default"
         "   (runbooks/settings.md)")

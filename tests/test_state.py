@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import EnvironmentFailed
-from orchestrator.state import StateStore
+from bluegreen.orchestrator.errors import EnvironmentFailed
+from bluegreen.orchestrator.state import StateStore
 
 
 def test_live_colour_weights_and_environments_survive_reopening(tmp_path: Path) -> None:

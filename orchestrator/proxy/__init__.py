@@ -1,5 +1,5 @@
 """Reverse-proxy drivers behind one interface (see base.Proxy)."""
 
-from orchestrator.proxy.base import Backend, Proxy, ServerStats
+from bluegreen.orchestrator.proxy.base import Backend, Proxy, ServerStats
 
 __all__ = ["Backend", "Proxy", "ServerStats"]

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator.errors import ProxyError
+from bluegreen.orchestrator.errors import ProxyError
 
 MAX_WEIGHT = 100  # weights are percentages of traffic
 

@@ -15,10 +15,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from orchestrator.errors import ProxyError
-from orchestrator.ports import require_free
-from orchestrator.proxy.base import Backend, ServerStats, check_weights, run_tool, stop_process
-from orchestrator.proxy.base import output_tail as _tail
+from bluegreen.orchestrator.errors import ProxyError
+from bluegreen.orchestrator.ports import require_free
+from bluegreen.orchestrator.proxy.base import Backend, ServerStats, check_weights, run_tool, stop_process
+from bluegreen.orchestrator.proxy.base import output_tail as _tail
 
 BACKEND = "models"
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
