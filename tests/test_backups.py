@@ -9,6 +9,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -21,32 +22,63 @@ PG_ADMIN = os.environ.get("BLUEGREEN_TEST_PG", "postgresql://bluegreen:bluegreen
 
 
 class Writer:
-    """Inserts rows into ``items`` as fast as it can from another connection, until stopped."""
+    """Inserts rows into ``items`` from its own connection, one transaction each, until stopped.
+
+    A test that writes a row of its own asks it to pause first (``paused()``) and waits for the
+    acknowledgement, so the two never race for SQLite's write lock: a writer looping without
+    pauses starves every other connection past any busy timeout on a small machine.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.stop = threading.Event()
         self.written = 0
+        self.warmed_up = threading.Event()  # set once it has written WARM_UP rows
+        self._pause = threading.Event()
+        self._is_paused = threading.Event()
+        self._resume = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
+    WARM_UP = 50
+
     def _run(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         while not self.stop.is_set():
+            if self._pause.is_set():
+                self._is_paused.set()
+                self._resume.wait()
+                self._resume.clear()
+                continue
             conn.execute("INSERT INTO items (note) VALUES ('filler')")
             self.written += 1
+            if self.written >= self.WARM_UP:
+                self.warmed_up.set()
         conn.close()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self._pause.set()
+        assert self._is_paused.wait(30), "the writer did not pause"
+        try:
+            yield
+        finally:
+            self._pause.clear()
+            self._is_paused.clear()
+            self._resume.set()
 
     def __enter__(self) -> Writer:
         self.thread.start()
+        assert self.warmed_up.wait(30), "the writer did not start writing"
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
+        self._resume.set()
         self.thread.join()
 
 
 def make_sqlite(path: Path, rows: int = 1000) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=60)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, note TEXT NOT NULL)")
     conn.execute("BEGIN")
@@ -56,7 +88,7 @@ def make_sqlite(path: Path, rows: int = 1000) -> None:
 
 
 def count(path: Path, where: str = "1") -> int:
-    with sqlite3.connect(path) as conn:
+    with sqlite3.connect(path, timeout=60) as conn:
         return int(conn.execute(f"SELECT count(*) FROM items WHERE {where}").fetchone()[0])
 
 
@@ -75,19 +107,20 @@ def test_a_marker_written_just_before_a_snapshot_under_load_survives_a_restore(
 ) -> None:
     store, db = sqlite_store
     with Writer(db) as writer:
-        with sqlite3.connect(db, isolation_level=None) as conn:
+        with writer.paused(), sqlite3.connect(db, timeout=60, isolation_level=None) as conn:
             conn.execute("INSERT INTO items (note) VALUES ('marker')")
-        backup = store.create(reason="test")
-        during = writer.written
+        before = writer.written
+        backup = store.create(reason="test")  # the writer goes on meanwhile
+        during = writer.written - before
     assert during > 0
     counts = backup.manifest["database"]["row_counts"]["items"]
     assert store.verify(backup.id).ok
-    with sqlite3.connect(db, isolation_level=None) as conn:
+    with sqlite3.connect(db, isolation_level=None, timeout=60) as conn:
         conn.execute("DELETE FROM items")  # the accident the backup is for
     store.restore(backup.id)
     assert count(db, "note = 'marker'") == 1
     assert count(db) == counts
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(db, timeout=60) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -100,7 +133,7 @@ def test_the_set_is_private_and_its_manifest_describes_every_file(sqlite_store: 
     assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in m["files"])
     assert oct(backup.path.stat().st_mode & 0o777) == "0o700"
     assert {oct(p.stat().st_mode & 0o777) for p in backup.path.iterdir()} == {"0o600"}
-    with sqlite3.connect(backup.path / "database.sqlite") as conn:
+    with sqlite3.connect(backup.path / "database.sqlite", timeout=60) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # a self-contained file
 
 
@@ -124,13 +157,13 @@ def test_a_flipped_byte_fails_verify_and_is_refused_by_restore(sqlite_store: tup
 def test_restore_leaves_a_safety_snapshot_that_itself_verifies(sqlite_store: tuple[BackupStore, Path]) -> None:
     store, db = sqlite_store
     backup = store.create()
-    with sqlite3.connect(db, isolation_level=None) as conn:
+    with sqlite3.connect(db, isolation_level=None, timeout=60) as conn:
         conn.execute("INSERT INTO items (note) VALUES ('written after the backup')")
     _restored, safety = store.restore(backup.id)
     assert count(db, "note = 'written after the backup'") == 0
     assert store.verify(safety.id).ok
     assert safety.manifest["kind"] == "safety"
-    with sqlite3.connect(safety.path / "database.sqlite") as conn:
+    with sqlite3.connect(safety.path / "database.sqlite", timeout=60) as conn:
         assert conn.execute("SELECT count(*) FROM items WHERE note = 'written after the backup'").fetchone()[0] == 1
 
 

@@ -60,7 +60,7 @@ def test_up_serves_predictions_through_haproxy_from_blue_and_records_them(projec
     assert response.status_code == 200
     body = response.json()
     assert body["model_version"] == "v1"
-    with sqlite3.connect(project.db_path) as conn:
+    with sqlite3.connect(project.db_path, timeout=60) as conn:
         row = conn.execute("SELECT model_version, prediction FROM predictions WHERE id = ?",
                            (body["prediction_id"],)).fetchone()
     assert row == ("v1", body["prediction"])

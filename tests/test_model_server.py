@@ -37,7 +37,7 @@ class Model:
         return httpx.post(f"{self.url}/predict", json=body, timeout=10)
 
     def rows(self) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.data / "app.db") as conn:
+        with sqlite3.connect(self.data / "app.db", timeout=60) as conn:
             return conn.execute("SELECT id, model_version, prediction FROM predictions ORDER BY id").fetchall()
 
 

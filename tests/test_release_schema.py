@@ -27,12 +27,12 @@ def live(project: Project, docker_client: Any) -> Project:
 
 
 def columns(project: Project) -> list[str]:
-    with sqlite3.connect(project.db_path) as conn:
+    with sqlite3.connect(project.db_path, timeout=60) as conn:
         return [r[1] for r in conn.execute("PRAGMA table_info(predictions)")]
 
 
 def rows(project: Project) -> int:
-    with sqlite3.connect(project.db_path) as conn:
+    with sqlite3.connect(project.db_path, timeout=60) as conn:
         return int(conn.execute("SELECT count(*) FROM predictions").fetchone()[0])
 
 
@@ -80,7 +80,7 @@ def test_without_a_down_step_the_snapshot_is_restored_after_a_safety_snapshot(li
     sets = {s["id"]: s for s in json.loads(live.run("backup", "list", "--json").out)}
     assert sets[safety_id]["kind"] == "safety"
     assert live.run("backup", "verify", safety_id).code == 0
-    with sqlite3.connect(Path(sets[safety_id]["path"]) / "database.sqlite") as conn:
+    with sqlite3.connect(Path(sets[safety_id]["path"]) / "database.sqlite", timeout=60) as conn:
         kept = [r[1] for r in conn.execute("PRAGMA table_info(predictions)")]
     assert "source" in kept  # the safety snapshot holds the state the failed release left, nothing is lost
     assert_blue_serves_alone(live)
@@ -112,7 +112,8 @@ def test_a_full_disk_during_the_snapshot_stops_the_release_before_any_change(liv
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
     try:
-        with sqlite3.connect(live.db_path, isolation_level=None) as conn:  # make the database outgrow 64 KiB
+        # make the database outgrow 64 KiB
+        with sqlite3.connect(live.db_path, isolation_level=None, timeout=60) as conn:
             conn.executemany("INSERT INTO predictions (created_at, model_version, variant, features, prediction,"
                              " score) VALUES ('t', 'v1', 'model', ?, 'setosa', 1)", [("x" * 500,)] * 500)
         d = migrations(live.root)
@@ -130,7 +131,8 @@ def test_a_full_disk_during_the_snapshot_stops_the_release_before_any_change(liv
     assert_blue_serves_alone(live)
 
 
-PY = "/opt/model/bin/python -c \"import sqlite3; c = sqlite3.connect('/data/app.db'); c.execute('{sql}'); c.commit()\""
+PY = ("/opt/model/bin/python -c \"import sqlite3; c = sqlite3.connect('/data/app.db', timeout=60);"
+      " c.execute('{sql}'); c.commit()\"")
 
 
 def test_migration_commands_run_in_a_one_off_container_and_the_down_command_reverts(live: Project) -> None:
