@@ -29,7 +29,10 @@ Progress = Callable[[str], None]
 REGISTRY_BASE = "python:3.11-slim"
 OFFLINE_BASE = "bluegreen-base:bookworm"
 SUITE = "bookworm"  # its python3 is 3.11, the version the wheels are fetched for
-REQUIREMENTS = ("scikit-learn", "psycopg[binary]")
+# What the reference server runs on: scikit-learn for the models, uvicorn (with its C HTTP parser
+# and event loop) for HTTP, psycopg for a PostgreSQL application database.
+REQUIREMENTS = ("scikit-learn>=1.4,<2", "psycopg[binary]>=3.1,<4", "uvicorn>=0.30,<1", "httptools>=0.6,<1",
+                "uvloop>=0.19,<1")
 SERVER_FILES = ("Dockerfile", "app.py", "train.py")
 DIGEST_LABEL = "bluegreen.source-digest"
 
@@ -182,7 +185,8 @@ def build_images(
     if not todo:
         return results
     base_image = resolve_base(runtime, base, progress)
-    wheels = cache_dir() / "wheels-py311"
+    # One cache per requirement set: a changed list never installs from a stale download.
+    wheels = cache_dir() / f"wheels-py311-{hashlib.sha256(' '.join(REQUIREMENTS).encode()).hexdigest()[:12]}"
     download_wheels(wheels, progress)
     with tempfile.TemporaryDirectory(prefix="bluegreen-build-") as tmp:
         ctx = Path(tmp)
@@ -190,6 +194,7 @@ def build_images(
         for name in SERVER_FILES:
             (ctx / name).write_bytes(server.joinpath(name).read_bytes())
         shutil.copytree(wheels, ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))
+        (ctx / "requirements.txt").write_text("\n".join(REQUIREMENTS) + "\n")
         for tag in todo:
             ref = f"{repository}:{tag}"
             progress(f"building {ref} FROM {base_image}")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import sqlite3
+import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -190,3 +194,95 @@ def test_baseline_variant_serves_rules_without_the_learned_model(
     assert (info["variant"], info["algorithm"]) == ("baseline", "rules")
     assert accuracy(model, holdout) >= 0.9
     assert {row[1] for row in model.rows()} == {"v1"}
+
+
+def _listen_backlog(port: int) -> int:
+    """The accept queue of the socket listening on ``port`` (ss shows it as Send-Q), read on the host."""
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[2])
+
+
+def test_the_listen_backlog_takes_bursts_of_new_connections(start_model: Callable[..., Model]) -> None:
+    """A proxy opening its pool under load must never wait for a SYN retransmit (1 s)."""
+    model = start_model()
+    port = int(model.url.rsplit(":", 1)[1])
+    assert _listen_backlog(port) >= 1024
+    answered: list[int] = []
+    barrier = threading.Barrier(64)
+
+    def connect() -> None:
+        barrier.wait()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: model\r\nConnection: close\r\n\r\n")
+            if sock.makefile("rb").readline().startswith(b"HTTP/1.1 200"):
+                answered.append(1)
+
+    threads = [threading.Thread(target=connect) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answered) == 64
+
+
+def test_concurrent_predictions_are_each_recorded_once_with_their_own_id(start_model: Callable[..., Model]) -> None:
+    """Writes are group-committed: many requests share a transaction, none is lost or mixed up."""
+    model = start_model()
+    features = [[5.1, 3.5, 1.4, 0.2], [6.3, 2.5, 5.0, 1.9], [5.9, 3.0, 4.2, 1.5], [7.7, 3.8, 6.7, 2.2]]
+    answers: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        with httpx.Client(base_url=model.url, timeout=10) as c:  # one kept-alive connection per client
+            for i in range(25):
+                row = features[(n + i) % len(features)]
+                doc = c.post("/predict", json={"features": row}).raise_for_status().json()
+                with lock:
+                    answers.append({"features": row, **doc})
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 400
+    by_id = {a["prediction_id"]: a for a in answers}
+    assert len(by_id) == 400  # every answer has its own row
+    with sqlite3.connect(model.data / "app.db", timeout=60) as conn:
+        stored = conn.execute("SELECT id, features, prediction FROM predictions").fetchall()
+    assert len(stored) == 400
+    for row_id, features_json, prediction in stored:
+        assert json.loads(features_json) == by_id[row_id]["features"]
+        assert prediction == by_id[row_id]["prediction"]
+    assert "prediction_rows_written_total 400" in httpx.get(f"{model.url}/metrics").text
+
+
+def _in_flight(model: Model) -> int:
+    text = httpx.get(f"{model.url}/metrics", timeout=5).text
+    return int(re.search(r"^predict_requests_in_flight (\d+)$", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
+
+
+def test_a_stop_lets_requests_in_flight_finish_and_records_them(start_model: Callable[..., Model]) -> None:
+    """docker stop (SIGTERM): no new connections, but every request already taken is answered."""
+    model = start_model(FAULT_LATENCY_MS="1500")
+    codes: list[int] = []
+    started = threading.Barrier(6)
+
+    def slow_request() -> None:
+        with httpx.Client(timeout=20) as c:
+            started.wait()
+            codes.append(c.post(f"{model.url}/predict", json={"features": [5.1, 3.5, 1.4, 0.2]}).status_code)
+
+    threads = [threading.Thread(target=slow_request) for _ in range(5)]
+    for t in threads:
+        t.start()
+    started.wait()
+    # The requests are in flight once the server counts them; only then stop it.
+    assert wait_for(lambda: _in_flight(model) == 5, timeout=10)
+    model.container.stop(timeout=10)
+    for t in threads:
+        t.join()
+    assert codes == [200] * 5
+    assert model.container.wait(timeout=10)["StatusCode"] == 0
+    assert len(model.rows()) == 5
+    assert "stopped" in model.container.logs().decode()
