@@ -25,6 +25,7 @@ from typing import Any
 from bluegreen.backups import postgres, sqlite
 from bluegreen.backups.files import copy_file, fsync_dir, sha256
 from bluegreen.orchestrator.errors import BackupError
+from bluegreen.orchestrator.private import private_dir
 
 MANIFEST = "manifest.json"
 PROXY_CONFIG = "proxy.cfg"  # kept for the record; bluegreen rewrites it from the live weights
@@ -80,7 +81,7 @@ class BackupStore:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
         set_id = f"{stamp}-{secrets.token_hex(2)}"
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(self.directory)
             work = self.directory / f".{set_id}.partial"
             work.mkdir(mode=0o700)
         except OSError as exc:

@@ -285,11 +285,13 @@ def release(
     from bluegreen.orchestrator.release import release as do_release
 
     OPTIONS.json = as_json
+    # The command line is checked before the settings are read: a typo is named as a typo.
+    env_map, step_list, bake_seconds = _parse_env(env or []), _parse_steps(steps), _parse_bake(bake)
     dep = _deployment()
     rs = dep.settings.release
-    request = ReleaseRequest(image=image, version=version, env=_parse_env(env or []),
-                             steps=_parse_steps(steps) or list(rs.steps),
-                             bake=rs.bake if (b := _parse_bake(bake)) is None else b,
+    request = ReleaseRequest(image=image, version=version, env=env_map,
+                             steps=step_list or list(rs.steps),
+                             bake=rs.bake if bake_seconds is None else bake_seconds,
                              migrations=str(migrations.resolve()) if migrations else None,
                              migrate_up=migrate_up, migrate_down=migrate_down)
     if dry_run:
@@ -458,11 +460,11 @@ def backup_restore(
     from bluegreen.orchestrator import snapshots
 
     OPTIONS.json = as_json
+    if not yes and not sys.stdin.isatty():
+        raise typer.BadParameter("restoring replaces the live database; pass --yes to confirm",
+                                 param_hint="--yes")
     dep = _deployment()
     if not yes:
-        if not sys.stdin.isatty():
-            raise typer.BadParameter("restoring replaces the live database; pass --yes to confirm",
-                                     param_hint="--yes")
         typer.confirm(f"Replace the live database with backup {set_id}? (a safety snapshot is taken first)",
                       abort=True)
     restored, safety = snapshots.restore(dep, set_id, progress=_progress)
@@ -524,9 +526,13 @@ def _deployment_or_defaults() -> Deployment:
 
 
 def main() -> None:
-    """Console entry point: run the app and turn our errors into one message and an exit code."""
+    """Console entry point: run the app and turn every error into one message and an exit code.
+
+    Typer's own usage errors (a bad option value, a missing argument) are rendered in the same
+    ``Error: … / Try: …`` shape as ours, so operators and scripts read one format.
+    """
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="bluegreen")
     except BluegreenError as exc:
         if OPTIONS.verbose:
             traceback.print_exc()
@@ -536,6 +542,28 @@ def main() -> None:
             typer.echo(f"Error: {exc.message}", err=True)
             typer.echo(f"Try: {exc.hint}", err=True)
         sys.exit(exc.exit_code)
+    except typer.TyperException as exc:
+        sys.exit(_usage_error(exc))
+    except typer.Abort:
+        typer.echo("Aborted: nothing was changed.", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
+        code = 130
+    if code == 130:  # Typer turns Ctrl-C into exit code 130
         typer.echo("Interrupted.", err=True)
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    """Show a command-line usage error as ``Error: … / Try: <command> --help``; its exit code."""
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        return 2  # the help was printed already: a bare group asks for it
+    command = ctx.command_path if ctx is not None else "bluegreen"
+    if OPTIONS.json:
+        typer.echo(json.dumps({"error": "UsageError", "message": exc.format_message(),
+                               "hint": f"{command} --help", "exit_code": 2}, indent=2))
+    else:
+        typer.echo(f"Error: {exc.format_message()}", err=True)
+        typer.echo(f"Try: {command} --help", err=True)
+    return int(getattr(exc, "exit_code", 2))

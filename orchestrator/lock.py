@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import IO
 
 from bluegreen.orchestrator.errors import LockHeld, StateError
+from bluegreen.orchestrator.private import private_dir
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class DeploymentLock:
 
     def acquire(self, operation: str, actor: str) -> DeploymentLock:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
             fh = open(self.path, "a+")  # noqa: SIM115 - kept open for as long as the lock is held
         except OSError as exc:
             raise StateError(f"cannot open the lock file {self.path}: {exc.strerror}") from None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.orchestrator.errors import BluegreenError, StateError
+from bluegreen.orchestrator.private import private_dir
 
 SCHEMA_VERSION = 1
 
@@ -145,7 +146,7 @@ class StateStore:
         if self._conn is None:
             try:
                 # The journal holds release settings (which may include credentials): owner only.
-                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                private_dir(self.path.parent)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
                 os.close(fd)
                 conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)

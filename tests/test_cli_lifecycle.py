@@ -14,6 +14,7 @@ import textwrap
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import BLUEGREEN, Project, haproxy_processes
 
@@ -245,3 +246,41 @@ def test_every_command_and_group_has_help() -> None:
                  ["logs", "--help"], ["history", "--help"], ["images", "--help"], ["images", "build", "--help"]):
         proc = subprocess.run([*BLUEGREEN, *args], capture_output=True, text=True)
         assert proc.returncode == 0 and "Usage:" in proc.stdout, args
+
+
+@pytest.mark.parametrize(
+    ("args", "err"),
+    [
+        (["release", "bluegreen-model:v2", "--bake", "abc"],
+         "Error: Invalid value for --bake: 'abc' must be a duration such as 30s, 500ms, 2m or a number of seconds\n"
+         "Try: bluegreen release --help\n"),
+        (["release", "bluegreen-model:v2", "--steps", "a,b"],
+         "Error: Invalid value for --steps: 'a,b' must be comma-separated percentages such as 10,25,50,100\n"
+         "Try: bluegreen release --help\n"),
+        (["release", "bluegreen-model:v2", "--env", "FOO"],
+         "Error: Invalid value for --env: 'FOO' must be KEY=VALUE\nTry: bluegreen release --help\n"),
+        (["logs", "purple"],
+         "Error: Invalid value for COLOR: 'purple' is not a colour; use blue or green\nTry: bluegreen logs --help\n"),
+        (["backup", "restore", "20260101T000000.000000Z-abcd"],
+         "Error: Invalid value for --yes: restoring replaces the live database; pass --yes to confirm\n"
+         "Try: bluegreen backup restore --help\n"),
+        (["status", "--frob"], "Error: No such option: --frob\nTry: bluegreen status --help\n"),
+        (["nope"], "Error: No such command 'nope'.\nTry: bluegreen --help\n"),
+    ],
+)
+def test_usage_errors_have_the_same_shape_as_every_other_error(project: Project, args: list[str], err: str) -> None:
+    """Typer's usage errors print Error:/Try: lines on stderr (no panel), exit 2, and change nothing."""
+    result = project.run(*args)
+    assert (result.code, result.out, result.err) == (2, "", err)
+    assert not (project.root / ".bluegreen").exists()
+
+
+def test_the_state_directory_and_everything_in_it_is_private(project: Project) -> None:
+    """Audit log, proxy files and backups: only their owner may list them, even if made wider before."""
+    (project.root / ".bluegreen").mkdir(mode=0o755)
+    assert project.run("up").code == 0
+    assert project.run("backup", "create").code == 0
+    state = project.root / ".bluegreen"
+    for path in (state, state / "haproxy", state / "backups"):
+        assert oct(path.stat().st_mode & 0o777) == "0o700", path
+    assert oct((state / "state.db").stat().st_mode & 0o777) == "0o600"

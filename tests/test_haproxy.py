@@ -144,3 +144,20 @@ def test_a_long_state_path_gets_a_short_socket_path(tmp_path: Path) -> None:
     path = _socket_path(deep)
     assert len(str(path)) < 108 and path.parent == Path("/tmp")
     assert _socket_path(deep) == path  # stable, so another process finds the same socket
+
+
+@pytest.mark.parametrize("length", [97, 98])
+def test_haproxy_starts_whatever_the_state_paths_length(tmp_path: Path, length: int) -> None:
+    """HAProxy refuses socket paths over 97 bytes; a path at the limit stays put, one over moves to /tmp."""
+    base = tmp_path / "d"
+    directory = base.with_name("d" + "x" * (length - len(str(base / "admin.sock"))))
+    assert len(str(directory / "admin.sock")) == length
+    proxy_port, blue_port, green_port = free_ports(3)
+    p = HAProxy(directory, "127.0.0.1", proxy_port,
+                [Backend("blue", "127.0.0.1", blue_port), Backend("green", "127.0.0.1", green_port)])
+    try:
+        p.start({"blue": 100, "green": 0})
+        assert p.weights() == {"blue": 100, "green": 0}
+        assert (p.socket_path.parent == directory) is (length == 97)
+    finally:
+        p.stop()

@@ -79,7 +79,9 @@ def check_weights(weights: dict[str, int], names: list[str]) -> None:
 def output_tail(proc: subprocess.CompletedProcess[str], lines: int = 5) -> str:
     """The last lines a proxy command printed, for an error message."""
     text = (proc.stderr or proc.stdout or "").strip()
-    return "\n".join(text.splitlines()[-lines:]) or f"exit code {proc.returncode}"
+    # HAProxy's [ALERT] and nginx's [emerg] lines say what is wrong; the lines after them only summarise.
+    alerts = [line for line in text.splitlines() if "[ALERT]" in line or "[emerg]" in line]
+    return "\n".join((alerts or text.splitlines())[-lines:]) or f"exit code {proc.returncode}"
 
 
 def run_tool(argv: list[str], missing: str, hint: str) -> subprocess.CompletedProcess[str]:

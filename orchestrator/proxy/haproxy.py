@@ -17,11 +17,12 @@ from pathlib import Path
 
 from bluegreen.orchestrator.errors import ProxyError
 from bluegreen.orchestrator.ports import require_free
+from bluegreen.orchestrator.private import private_dir
 from bluegreen.orchestrator.proxy.base import Backend, ServerStats, check_weights, run_tool, stop_process
 from bluegreen.orchestrator.proxy.base import output_tail as _tail
 
 BACKEND = "models"
-MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
+MAX_SOCKET_PATH = 97  # HAProxy refuses longer unix socket paths ("too long (max 97)")
 
 CONFIG = """\
 # Written by bluegreen. Weights change live through the runtime API and are saved here,
@@ -81,7 +82,7 @@ class HAProxy:
                              servers=servers)
 
     def _write_config(self, weights: dict[str, int]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(self.render(weights))
         with open(tmp, "rb") as fh:
@@ -108,7 +109,7 @@ class HAProxy:
         check_weights(weights, [b.name for b in self.backends])
         require_free(self.host, self.port, "proxy.port")
         self._write_config(weights)
-        check = self._run([self.binary, "-c", "-q", "-f", str(self.config_path)])
+        check = self._run([self.binary, "-c", "-f", str(self.config_path)])
         if check.returncode != 0:
             raise ProxyError(f"haproxy rejected {self.config_path}: {_tail(check)}")
         with contextlib.suppress(FileNotFoundError):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bluegreen.orchestrator.errors import ProxyError
 from bluegreen.orchestrator.ports import require_free
+from bluegreen.orchestrator.private import private_dir
 from bluegreen.orchestrator.proxy.base import Backend, ServerStats, check_weights, run_tool, stop_process
 from bluegreen.orchestrator.proxy.base import output_tail as _tail
 
@@ -31,6 +32,11 @@ events {{ worker_connections 1024; }}
 http {{
     log_format bluegreen '$upstream_addr|$upstream_status|$upstream_response_time';
     access_log {dir}/access.log bluegreen;
+    # Bodies and answers stay in memory: a worker (nobody, when the master runs as root) never needs
+    # to write into the private state directory.
+    client_max_body_size 1m;
+    client_body_buffer_size 1m;
+    proxy_max_temp_file_size 0;
     client_body_temp_path {dir}/tmp/body;
     proxy_temp_path {dir}/tmp/proxy;
     fastcgi_temp_path {dir}/tmp/fastcgi;
@@ -103,7 +109,7 @@ class Nginx:
 
     def start(self, weights: dict[str, int]) -> None:
         require_free(self.host, self.port, "proxy.port")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         self._install(weights)
         started = self._run([self.binary, "-c", str(self.config_path), "-p", str(self.directory)])
         if started.returncode != 0:
