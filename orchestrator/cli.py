@@ -59,10 +59,10 @@ def _global(
 
 
 def _deployment() -> Deployment:
+    from bluegreen.orchestrator import settings_cache
     from bluegreen.orchestrator.deployment import Deployment
-    from bluegreen.orchestrator.settings import load_settings
 
-    return Deployment(load_settings(OPTIONS.config))
+    return Deployment(settings_cache.load(OPTIONS.config))
 
 
 def _progress(msg: str) -> None:
@@ -178,7 +178,7 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
 ) -> None:
     """Print a colour's container logs."""
-    from bluegreen.orchestrator.settings import COLORS
+    from bluegreen.orchestrator.settings_core import COLORS
 
     if color not in COLORS:
         raise typer.BadParameter(f"{color!r} is not a colour; use blue or green", param_hint="COLOR")
@@ -246,7 +246,7 @@ def _parse_steps(text: str | None) -> list[int] | None:
 
 
 def _parse_bake(text: str | None) -> float | None:
-    from bluegreen.orchestrator.settings import parse_duration
+    from bluegreen.orchestrator.settings_core import parse_duration
 
     if text is None:
         return None
@@ -518,7 +518,8 @@ def images_build(
 def _deployment_or_defaults() -> Deployment:
     """Image builds work before `bluegreen init`: without a settings file they use the defaults."""
     from bluegreen.orchestrator.deployment import Deployment
-    from bluegreen.orchestrator.settings import Settings, find_config
+    from bluegreen.orchestrator.settings import Settings
+    from bluegreen.orchestrator.settings_core import find_config
 
     if OPTIONS.config is None and not find_config(None).exists():
         return Deployment(Settings())

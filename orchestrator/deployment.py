@@ -11,11 +11,12 @@ from bluegreen.orchestrator.lock import DeploymentLock
 from bluegreen.orchestrator.proxy import Backend, Proxy
 from bluegreen.orchestrator.proxy.haproxy import HAProxy
 from bluegreen.orchestrator.proxy.nginx import Nginx
-from bluegreen.orchestrator.settings import COLORS, Settings
+from bluegreen.orchestrator.settings_core import COLORS
 from bluegreen.orchestrator.state import StateStore, default_actor
 
 if TYPE_CHECKING:
     from bluegreen.backups.sets import BackupStore
+    from bluegreen.orchestrator.settings import Settings
 
 CONTAINER_DATA_DIR = "/data"
 

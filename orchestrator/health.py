@@ -7,7 +7,6 @@ wait at once (with its exit code) instead of burning the whole timeout.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from bluegreen.orchestrator import plainhttp
 from bluegreen.orchestrator.errors import EnvironmentFailed
 
 
@@ -33,26 +33,20 @@ class Probe:
 def probe(base_url: str, timeout: float = 1.0) -> Probe:
     """GET /health once: healthy when it answers 200.
 
-    A single plain GET, so the standard library's client does it: ``status`` probes every
-    colour on each run and must not pay for importing a full HTTP stack.
+    A single plain GET over a socket: ``status`` and ``rollback`` probe colours on every run and
+    must not pay for importing an HTTP stack.
     """
     start = time.monotonic()
     url = urlsplit(base_url)
-    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=timeout)
     try:
-        conn.request("GET", "/health")
-        response = conn.getresponse()
-        body = response.read()
-    except (OSError, http.client.HTTPException) as exc:
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return Probe(False, None, None, reason, time.monotonic() - start)
-    finally:
-        conn.close()
+        code, body = plainhttp.get("/health", host=url.hostname or "127.0.0.1", port=url.port or 80, timeout=timeout)
+    except plainhttp.HTTPFailure as exc:
+        return Probe(False, None, None, str(exc), time.monotonic() - start)
     version = None
     with contextlib.suppress(ValueError, AttributeError):
         version = json.loads(body).get("version")
-    ok = response.status == 200
-    return Probe(ok, response.status, version, None if ok else f"HTTP {response.status}", time.monotonic() - start)
+    ok = code == 200
+    return Probe(ok, code, version, None if ok else f"HTTP {code}", time.monotonic() - start)
 
 
 def wait_healthy(

@@ -17,7 +17,7 @@ from bluegreen.orchestrator.errors import EnvironmentFailed
 from bluegreen.orchestrator.health import probe, wait_healthy
 from bluegreen.orchestrator.ports import require_free
 from bluegreen.orchestrator.recovery import housekeeping
-from bluegreen.orchestrator.settings import COLORS
+from bluegreen.orchestrator.settings_core import COLORS
 
 Progress = Callable[[str], None]
 

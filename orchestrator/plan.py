@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bluegreen.orchestrator.errors import InvalidRequest
-from bluegreen.orchestrator.settings import check_steps
+from bluegreen.orchestrator.settings_core import check_steps
 
 
 @dataclass(frozen=True)

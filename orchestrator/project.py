@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from bluegreen.orchestrator.errors import ConfigError
-from bluegreen.orchestrator.settings import CONFIG_FILENAME, default_toml
+from bluegreen.orchestrator.settings_core import CONFIG_FILENAME, default_toml
 
 
 def init_project(directory: Path, force: bool = False) -> dict[str, str]:

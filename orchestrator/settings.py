@@ -8,12 +8,10 @@ the models below and, commented, in ``default.toml`` (a test keeps the two equal
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -30,10 +28,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bluegreen.orchestrator.errors import ConfigError
 from bluegreen.orchestrator.redact import redact_url
-
-CONFIG_FILENAME = "bluegreen.toml"
-ENV_PREFIX = "BLUEGREEN_"
-COLORS = ("blue", "green")
+from bluegreen.orchestrator.settings_core import (
+    DEFAULT_STATE_DIR,
+    ENV_PREFIX,
+    DerivedPaths,
+    check_steps,
+    find_config,
+    parse_duration,
+)
 
 Port = int
 
@@ -99,7 +101,7 @@ class DatabaseSettings(_Section):
 
 
 class StateSettings(_Section):
-    dir: Path = Path(".bluegreen")
+    dir: Path = Path(DEFAULT_STATE_DIR)
 
 
 class DockerSettings(_Section):
@@ -112,38 +114,7 @@ class ImagesSettings(_Section):
     base: str = ""
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from 30, 2.5, "30s", "500ms", "2m" or "1h"."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError("must be a duration such as 30s, 500ms, 2m or a number of seconds")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValueError("must not be negative")
-    return seconds
-
-
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-def check_steps(steps: list[int]) -> list[int]:
-    """Traffic steps in percent: strictly increasing, each in 1..100, ending at 100."""
-    if not steps:
-        raise ValueError("must list at least one step, ending at 100")
-    if any(not 1 <= s <= 100 for s in steps):
-        raise ValueError("each step must be a percentage in 1..100")
-    if any(b <= a for a, b in itertools.pairwise(steps)):
-        raise ValueError("steps must increase")
-    if steps[-1] != 100:
-        raise ValueError("the last step must be 100")
-    return steps
 
 
 class ReleaseSettings(_Section):
@@ -183,7 +154,7 @@ class BackupsSettings(_Section):
     lock_wait_timeout: Duration = 10.0
 
 
-class Settings(BaseSettings):
+class Settings(DerivedPaths, BaseSettings):
     """One deployment's settings; ``root`` is the directory relative paths are resolved against."""
 
     model_config = SettingsConfigDict(
@@ -228,44 +199,16 @@ class Settings(BaseSettings):
             seen[port] = key
         return self
 
-    # Paths derived from the settings, resolved against root.
-    @property
-    def state_dir(self) -> Path:
-        return self.root / self.state.dir
 
-    @property
-    def sqlite_path(self) -> Path | None:
-        if not self.database.url.startswith("sqlite:///"):
-            return None
-        return self.root / self.database.url[len("sqlite:///") :]
+def load_settings(config: Path | None = None, raw: bytes | None = None) -> Settings:
+    """Read, merge and validate the settings; raise ConfigError naming every bad key.
 
-    def image_ref(self, version: str) -> str:
-        return f"{self.environments.image}:{version}"
-
-    def container_name(self, color: str) -> str:
-        return f"{self.project}-{color}"
-
-
-def default_toml() -> str:
-    """The commented default settings file that ``bluegreen init`` writes."""
-    return resources.files("bluegreen.orchestrator").joinpath("default.toml").read_text()
-
-
-def find_config(explicit: Path | None) -> Path:
-    """The settings file: --config, else $BLUEGREEN_CONFIG, else ./bluegreen.toml."""
-    env = os.environ
-    if explicit is not None:
-        return explicit
-    if env.get("BLUEGREEN_CONFIG"):
-        return Path(env["BLUEGREEN_CONFIG"])
-    return Path.cwd() / CONFIG_FILENAME
-
-
-def load_settings(config: Path | None = None) -> Settings:
-    """Read, merge and validate the settings; raise ConfigError naming every bad key."""
+    ``raw`` is the file's content when the caller has read it already (the settings cache
+    fingerprints exactly the bytes that were validated).
+    """
     path = find_config(config)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text() if raw is None else raw.decode())
     except FileNotFoundError:
         raise ConfigError(
             f"no settings file at {path}",
@@ -275,6 +218,8 @@ def load_settings(config: Path | None = None) -> Settings:
         raise ConfigError(f"{path} is not valid TOML: {exc}", f"fix the syntax in {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text", f"fix the encoding of {path}") from None
     if "root" in data:
         raise ConfigError(f"unknown key root in {path.name}", "remove it; paths are relative to the file")
     try:

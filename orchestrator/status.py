@@ -10,7 +10,7 @@ from bluegreen.orchestrator.errors import ProxyError
 from bluegreen.orchestrator.health import probe
 from bluegreen.orchestrator.journal import Journal
 from bluegreen.orchestrator.lock import current_holder
-from bluegreen.orchestrator.settings import COLORS
+from bluegreen.orchestrator.settings_core import COLORS
 
 
 @dataclass

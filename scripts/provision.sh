@@ -56,6 +56,10 @@ if [ "$installed" != "$PWD/bluegreen/__init__.py" ] || [ pyproject.toml -nt .pro
   python3 -m pip install -q --disable-pip-version-check -e '.[test]'
   touch .provisioned-pip
 fi
+# Byte-compile the checkout as installing a wheel does: with PYTHONDONTWRITEBYTECODE set, every
+# command would otherwise compile the package from source at start. (compileall skips links, so
+# the real folders are named.)
+python3 -m compileall -q orchestrator environments backups bluegreen >/dev/null
 
 # The reference images (v1, v2); the build skips tags that already exist.
 bluegreen images build

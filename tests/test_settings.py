@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bluegreen.orchestrator.errors import ConfigError
-from bluegreen.orchestrator.settings import Settings, default_toml, load_settings
+from bluegreen.orchestrator.settings import Settings, load_settings
+from bluegreen.orchestrator.settings_core import default_toml
 
 HINT = ("fix bluegreen.toml or the variable named; bluegreen init --force writes the commented default"
         "   (runbooks/settings.md)")
