@@ -85,7 +85,7 @@ def burst(port: int, n: int) -> tuple[int, float]:
 
 
 def row(name: str, r: WrkResult) -> str:
-    return (f"{name:<44} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.2f} "
+    return (f"{name:<62} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.2f} "
             f"{r.failed:>7}")
 
 
@@ -116,7 +116,7 @@ def main() -> None:
         results.append(("v1, 8 connections, no database (same run)", unrecorded))
 
         print(f"Reference model server, POST /predict one row, {secs} s per line (wrk / hey on the same machine)")
-        print(f"{'':<44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'failed':>7}")
+        print(f"{'':<62} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'failed':>7}")
         for name, r in results:
             print(row(name, r))
         print()

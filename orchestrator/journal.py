@@ -131,6 +131,12 @@ class Journal:
         rows = self.store.query("SELECT * FROM releases ORDER BY id DESC LIMIT ?", (limit,))
         return [self._record(r) for r in rows]
 
+    def last_promoted(self, to_color: str, version: str) -> ReleaseRecord | None:
+        """The newest release that promoted ``version`` into ``to_color``."""
+        rows = self.store.query("SELECT * FROM releases WHERE kind = 'release' AND status = 'promoted'"
+                                " AND to_color = ? AND version = ? ORDER BY id DESC LIMIT 1", (to_color, version))
+        return self._record(rows[0]) if rows else None
+
     def versions(self) -> dict[str, tuple[str, dict[str, str]]]:
         """Every version that has run here, newest first: version -> (image, env)."""
         out: dict[str, tuple[str, dict[str, str]]] = {}

@@ -11,15 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bluegreen.orchestrator import analysis
 from bluegreen.orchestrator.deployment import Deployment, other
 from bluegreen.orchestrator.errors import BluegreenError, InvalidRequest, LockHeld, ReleaseFailed
 from bluegreen.orchestrator.journal import RUNNING, Journal, ReleaseRecord
-from bluegreen.orchestrator.lifecycle import UpResult, ensure_environment, up
 from bluegreen.orchestrator.lock import current_holder
 from bluegreen.orchestrator.recovery import colour_ok, housekeeping, retire, revert_schema, settle
+
+if TYPE_CHECKING:
+    from bluegreen.orchestrator.lifecycle import UpResult
 
 Progress = Callable[[str], None]
 BASELINE = "baseline"
@@ -126,6 +127,10 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
     seq = 0
     try:
         if not warm:
+            # Only a cold rollback needs these; a warm one (the common, urgent case) does not import them.
+            from bluegreen.orchestrator import analysis
+            from bluegreen.orchestrator.lifecycle import ensure_environment
+
             journal.step_started(rid, seq, "start")
             progress(f"{idle} is not warm with {target.version}: starting it")
             info = ensure_environment(dep, idle, target.image, target.version, progress, target.env, reuse="never")
@@ -171,9 +176,7 @@ def _revert_release_schema(dep: Deployment, color: str, version: str, progress: 
     down files (those still applied only, so a second rollback does nothing); a migration
     command is not re-run here: the note says what to do.
     """
-    source = next((r for r in Journal(dep.state).recent(100)
-                   if r.kind == "release" and r.status == "promoted" and r.to_color == color
-                   and r.version == version), None)
+    source = Journal(dep.state).last_promoted(color, version)
     if source is None or source.find_step("migrate") is None:
         return ""
     if source.plan.get("migrate_up"):
@@ -234,4 +237,6 @@ def retire_now(dep: Deployment, progress: Progress = _quiet) -> str | None:
 
 def recover(dep: Deployment, progress: Progress = _quiet) -> UpResult:
     """Finish an interrupted release or rollback, then make sure the live colour serves behind the proxy."""
+    from bluegreen.orchestrator.lifecycle import up
+
     return up(dep, progress, action="recover")
