@@ -100,6 +100,21 @@ def project(tmp_path: Path) -> Iterator[Project]:
     _cleanup_project(p)
 
 
+@pytest.fixture
+def no_bluegreen_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test sees no BLUEGREEN_* variable of the environment it runs in."""
+    for key in list(os.environ):
+        if key.startswith("BLUEGREEN_"):
+            monkeypatch.delenv(key)
+
+
+def write_settings(directory: Path, text: str) -> Path:
+    """``directory/bluegreen.toml`` with ``text``; its path."""
+    path = directory / "bluegreen.toml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="session")
 def docker_client():  # type: ignore[no-untyped-def]
     """The real engine; fails (never skips) when it does not answer."""

@@ -9,24 +9,13 @@ import pytest
 from bluegreen.orchestrator.errors import ConfigError
 from bluegreen.orchestrator.settings import Settings, load_settings
 from bluegreen.orchestrator.settings_core import default_toml
+from tests.conftest import write_settings as write
 
 HINT = ("fix bluegreen.toml or the variable named; bluegreen init --force writes the commented default"
         "   (runbooks/settings.md)")
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("BLUEGREEN_"):
-            monkeypatch.delenv(key)
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "bluegreen.toml"
-    path.write_text(text)
-    return path
+pytestmark = pytest.mark.usefixtures("no_bluegreen_variables")
 
 
 def error_for(path: Path) -> ConfigError:

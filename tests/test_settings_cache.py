@@ -15,21 +15,12 @@ from bluegreen.orchestrator import settings_cache
 from bluegreen.orchestrator.errors import ConfigError
 from bluegreen.orchestrator.settings import Settings
 from bluegreen.orchestrator.settings_core import default_toml
+from tests.conftest import write_settings as write
 
 CUSTOM = default_toml().replace('dir = ".bluegreen"\n', 'dir = "var/state"\n')
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("BLUEGREEN_"):
-            monkeypatch.delenv(key)
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "bluegreen.toml"
-    path.write_text(text)
-    return path
+pytestmark = pytest.mark.usefixtures("no_bluegreen_variables")
 
 
 def assert_same(model: Any, view: Any, where: str = "settings") -> None:
