@@ -33,7 +33,9 @@ SUITE = "bookworm"  # its python3 is 3.11, the version the wheels are fetched fo
 # and event loop) for HTTP, psycopg for a PostgreSQL application database.
 REQUIREMENTS = ("scikit-learn>=1.4,<2", "psycopg[binary]>=3.1,<4", "uvicorn>=0.30,<1", "httptools>=0.6,<1",
                 "uvloop>=0.19,<1")
-SERVER_FILES = ("Dockerfile", "app.py", "train.py")
+SERVER_FILES = ("Dockerfile", "app.py", "models.py", "store.py", "train.py")
+# The reference model families: repository -> the task its images are trained for.
+REFERENCE = {"bluegreen-model": "classification", "bluegreen-regressor": "regression"}
 DIGEST_LABEL = "bluegreen.source-digest"
 
 
@@ -171,9 +173,17 @@ def build_images(
     force: bool = False,
     progress: Progress = lambda _msg: None,
 ) -> list[BuiltImage]:
-    """Build ``repository:tag`` for each tag; keep tags already built from these sources unless ``force``."""
+    """Build ``repository:tag`` for each tag; keep tags already built from these sources unless ``force``.
+
+    ``repository`` is one of the reference families (``REFERENCE``): it decides what is trained.
+    """
     import docker
 
+    if repository not in REFERENCE:
+        raise ImageBuildError(
+            f"{repository} is not a reference model image (those are {', '.join(REFERENCE)})",
+            "build your own image with docker build, or pass --repository bluegreen-model   (runbooks/images.md)")
+    task = REFERENCE[repository]
     digest = source_digest()
     results, todo = [], []
     for tag in tags:
@@ -201,7 +211,7 @@ def build_images(
             log: list[str] = []
             try:
                 for chunk in runtime.client.api.build(
-                    path=str(ctx), tag=ref, buildargs={"BASE_IMAGE": base_image, "MODEL_VERSION": tag},
+                    path=str(ctx), tag=ref, buildargs={"BASE_IMAGE": base_image, "MODEL_VERSION": tag, "TASK": task},
                     network_mode="host", rm=True, forcerm=True, decode=True,
                     labels={DIGEST_LABEL: digest},
                 ):

@@ -497,16 +497,23 @@ def images_build(
     base: Annotated[str | None, typer.Option("--base", help="Base image (default: images.base, else "
                     "python:3.11-slim, else an offline Debian base).", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild tags that already exist.")] = False,
+    repository: Annotated[str | None, typer.Option("--repository", help="bluegreen-model (iris classifier) or "
+                          "bluegreen-regressor (diabetes regressor); default: environments.image.",
+                          show_default=False)] = None,
+    every: Annotated[bool, typer.Option("--all", help="Build every reference family.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Build the reference model images (no registry needed)."""
-    from bluegreen.environments.images import build_images
+    from bluegreen.environments.images import REFERENCE, build_images
 
     OPTIONS.json = as_json
     dep = _deployment_or_defaults()
     s = dep.settings
-    results = build_images(dep.runtime, s.environments.image, tag or s.images.tags,
-                           base=s.images.base if base is None else base, force=force, progress=_progress)
+    repositories = list(REFERENCE) if every else [repository or s.environments.image]
+    results = []
+    for repo in repositories:
+        results += build_images(dep.runtime, repo, tag or s.images.tags,
+                                base=s.images.base if base is None else base, force=force, progress=_progress)
     if as_json:
         _emit([{"image": r.ref, "id": r.id, "built": r.built} for r in results])
         return

@@ -61,5 +61,5 @@ fi
 # the real folders are named.)
 python3 -m compileall -q orchestrator environments backups bluegreen >/dev/null
 
-# The reference images (v1, v2); the build skips tags that already exist.
-bluegreen images build
+# The reference images (classifier and regressor, v1 and v2); tags built from these sources are kept.
+bluegreen images build --all

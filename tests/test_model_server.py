@@ -95,7 +95,8 @@ def test_endpoints_answer_and_every_prediction_is_recorded(start_model: Callable
     model = start_model()
     assert httpx.get(f"{model.url}/health").json() == {"status": "ok", "version": "v1"}
     assert httpx.get(f"{model.url}/version").json() == {
-        "version": "v1", "image": IMAGE, "variant": "model", "quality": "good", "algorithm": "LogisticRegression"}
+        "version": "v1", "image": IMAGE, "variant": "model", "quality": "good", "algorithm": "LogisticRegression",
+        "task": "classification"}
     one = model.predict({"features": [5.1, 3.5, 1.4, 0.2]}).json()
     assert (one["prediction"], one["model_version"]) == ("setosa", "v1") and 0.5 < one["score"] <= 1
     named = model.predict({"features": {"sepal_length": 6.3, "sepal_width": 2.5, "petal_length": 5.0,
@@ -106,8 +107,8 @@ def test_endpoints_answer_and_every_prediction_is_recorded(start_model: Callable
     assert [row[0] for row in model.rows()] == ids
     assert {row[1] for row in model.rows()} == {"v1"}
     metrics = httpx.get(f"{model.url}/metrics").text
-    assert 'http_requests_total{method="POST",path="/predict",status="200"} 3' in metrics
-    assert "predict_latency_seconds_count 3" in metrics
+    assert {'http_requests_total{method="POST",path="/predict",status="200"} 3',
+            "predict_latency_seconds_count 3"} <= set(metrics.splitlines())
     assert 'model_info{algorithm="LogisticRegression"' in metrics
 
 
@@ -254,7 +255,7 @@ def test_concurrent_predictions_are_each_recorded_once_with_their_own_id(start_m
     for row_id, features_json, prediction in stored:
         assert json.loads(features_json) == by_id[row_id]["features"]
         assert prediction == by_id[row_id]["prediction"]
-    assert "prediction_rows_written_total 400" in httpx.get(f"{model.url}/metrics").text
+    assert "prediction_rows_written_total 400" in httpx.get(f"{model.url}/metrics").text.splitlines()
 
 
 def _in_flight(model: Model) -> int:
@@ -286,3 +287,65 @@ def test_a_stop_lets_requests_in_flight_finish_and_records_them(start_model: Cal
     assert model.container.wait(timeout=10)["StatusCode"] == 0
     assert len(model.rows()) == 5
     assert "stopped" in model.container.logs().decode()
+
+
+REGRESSOR = "bluegreen-regressor"
+DIABETES_SCRIPT = """
+import json
+from sklearn.datasets import load_diabetes
+from sklearn.model_selection import train_test_split
+x, y = load_diabetes(return_X_y=True)
+_, xt, _, yt = train_test_split(x, y, test_size=0.3, random_state=7)
+print(json.dumps({"x": xt.tolist(), "y": yt.tolist()}))
+"""
+
+
+def r2_and_rmse(model: Model, holdout: dict[str, list[Any]]) -> tuple[float, float]:
+    response = model.predict({"instances": holdout["x"]})
+    assert response.status_code == 200, response.text
+    predicted = [p["value"] for p in response.json()["predictions"]]
+    y = holdout["y"]
+    mean = sum(y) / len(y)
+    sse = sum((p - t) ** 2 for p, t in zip(predicted, y, strict=True))
+    return 1 - sse / sum((t - mean) ** 2 for t in y), (sse / len(y)) ** 0.5
+
+
+def test_the_regressor_family_v2_beats_v1_and_degraded_is_clearly_worse(
+    start_model: Callable[..., Model], docker_client: Any
+) -> None:
+    """bluegreen-regressor: diabetes, v1 a shallow tree, v2 ridge; answers values, recorded like classes."""
+    holdout = json.loads(docker_client.containers.run(f"{REGRESSOR}:v1", ["/opt/model/bin/python", "-c",
+                                                                        DIABETES_SCRIPT], remove=True))
+    v1 = start_model(image=f"{REGRESSOR}:v1")
+    assert httpx.get(f"{v1.url}/version").json()["task"] == "regression"
+    one = v1.predict({"features": holdout["x"][0]}).json()
+    assert isinstance(one["prediction"], float) and one["value"] == one["prediction"]
+    r2_v1, rmse_v1 = r2_and_rmse(v1, holdout)
+    r2_v2, rmse_v2 = r2_and_rmse(start_model(image=f"{REGRESSOR}:v2"), holdout)
+    r2_bad, rmse_bad = r2_and_rmse(start_model(image=f"{REGRESSOR}:v1", MODEL_QUALITY="degraded"), holdout)
+    assert r2_v2 > r2_v1 > 0.3 and rmse_v2 < rmse_v1
+    assert r2_bad < r2_v1 * 0.95 and rmse_bad > rmse_v1 * 1.05  # worse by both of the gate's measures
+    metrics = httpx.get(f"{v1.url}/metrics").text
+    count = re.search(r"^prediction_value_count (\d+)$", metrics, re.MULTILINE)
+    assert count is not None and int(count.group(1)) == 1 + len(holdout["x"])  # every row sent is user traffic here
+
+
+def test_probe_requests_are_answered_but_neither_recorded_nor_counted(start_model: Callable[..., Model]) -> None:
+    """bluegreen's own quality checks must not pollute the application's data or the step's analysis."""
+    model = start_model()
+    probe = httpx.post(f"{model.url}/predict", json={"features": [5.1, 3.5, 1.4, 0.2]},
+                       headers={"X-Bluegreen-Probe": "quality"}, timeout=10).json()
+    assert probe["prediction"] == "setosa" and probe["prediction_id"] is None
+    assert model.rows() == []
+    metrics = httpx.get(f"{model.url}/metrics").text
+    lines = set(metrics.splitlines())
+    assert {"probe_requests_total 1", "predict_latency_seconds_count 0", 'predictions_total{class="setosa"} 0'} <= lines
+
+
+def test_prediction_shift_moves_the_answers(start_model: Callable[..., Model]) -> None:
+    """FAULT_PREDICTION_SHIFT=1: a classifier answers the next class for every row (a drifting model)."""
+    normal, drifting = start_model(), start_model(FAULT_PREDICTION_SHIFT="1")
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.3, 2.5, 5.0, 1.9], [5.9, 3.0, 4.2, 1.5]]
+    ids = [p["class_id"] for p in normal.predict({"instances": rows}).json()["predictions"]]
+    shifted = [p["class_id"] for p in drifting.predict({"instances": rows}).json()["predictions"]]
+    assert shifted == [(i + 1) % 3 for i in ids]

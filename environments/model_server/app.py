@@ -1,48 +1,48 @@
-"""Reference model server: an iris classifier over HTTP (ASGI on uvicorn), with faults on demand.
+"""Reference model server: an iris classifier or a diabetes regressor over HTTP (ASGI on uvicorn).
 
 Endpoints: GET /health, GET /version, POST /predict, GET /metrics (Prometheus text).
 Every prediction is recorded in the application database named by DATABASE_URL
-(sqlite:////path/in/container or postgresql://…) before it is answered.
+(sqlite:////path/in/container or postgresql://…) before it is answered. A request carrying
+``X-Bluegreen-Probe`` (bluegreen's own quality checks and replays) is answered but neither
+recorded nor counted as user traffic in the latency and prediction histograms.
 
 Environment:
   PORT, HOST               where to listen (default 0.0.0.0:8000)
   MODEL_VERSION            set at build time; reported by /version and on every prediction
   MODEL_IMAGE              the image reference, passed by the orchestrator; reported by /version
-  MODEL_VARIANT            "model" (default) or "baseline": a rules-based fallback, no ML
+  MODEL_VARIANT            "model" (default) or "baseline": the fallback with no learned parameters
   MODEL_QUALITY            "good" (default) or "degraded": a deliberately worse model
   FAULT_ERROR_RATE         share of /predict calls answered 500, 0..1
   FAULT_LATENCY_MS         milliseconds added to each /predict call
+  FAULT_PREDICTION_SHIFT   predictions moved off the model's: a classifier answers the next class
+                           for this share of rows (0..1); a regressor adds this many target
+                           standard deviations
   FAULT_CRASH_ON_START     "1"/"true": exit with status 3 right after start
   FAULT_UNHEALTHY          "1"/"true": GET /health answers 503 (a server that never becomes healthy)
   STOP_GRACE_SECONDS       on SIGTERM, how long requests in flight may take to finish (default 8)
   ACCESS_LOG               "1": log every request
 
 Speed: one event loop answers every connection; nothing in a request's path waits on another
-request. Predictions take tens of microseconds (see ``fast_predictor``),
-and database writes are group-committed by one writer thread: rows that arrive while a commit
-runs go into the next one, so the database costs one transaction per batch, not per request.
+request. Predictions take tens of microseconds (models.fast_predictor), and database writes are
+group-committed by one writer thread (store.PredictionStore).
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import json
 import os
-import pickle
-import queue
 import random
-import sqlite3
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
-CLASSES = ("setosa", "versicolor", "virginica")
+from models import BaselineModel, Family, LearnedModel, Prediction, load
+from store import PredictionStore
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 MODELS_DIR = Path(os.environ.get("MODELS_DIR", "/app/models"))
 BACKLOG = 2048  # a burst of new connections (a proxy opening its pool) must never see a dropped SYN
@@ -92,6 +92,9 @@ def read_config(env: dict[str, str]) -> dict[str, Any]:
     cfg["latency_ms"] = _number(env, "FAULT_LATENCY_MS", "0", "a number ≥ 0")
     if cfg["latency_ms"] < 0:
         raise ConfigurationError(f"FAULT_LATENCY_MS={cfg['latency_ms']} must be ≥ 0")
+    cfg["shift"] = _number(env, "FAULT_PREDICTION_SHIFT", "0", "a number ≥ 0")
+    if cfg["shift"] < 0:
+        raise ConfigurationError(f"FAULT_PREDICTION_SHIFT={cfg['shift']} must be ≥ 0")
     cfg["grace"] = _number(env, "STOP_GRACE_SECONDS", "8", "a number of seconds")
     if cfg["variant"] not in ("model", "baseline"):
         raise ConfigurationError(f"MODEL_VARIANT={cfg['variant']!r} must be 'model' or 'baseline'")
@@ -100,327 +103,84 @@ def read_config(env: dict[str, str]) -> dict[str, Any]:
     return cfg
 
 
-# -- models ------------------------------------------------------------------------------------
-class BaselineModel:
-    """The rules-based fallback: two thresholds on the petals, no learned parameters."""
-
-    name = "rules"
-
-    def predict(self, rows: list[list[float]]) -> list[tuple[int, float]]:
-        out = []
-        for _sl, _sw, petal_length, petal_width in rows:
-            if petal_length < 2.45:
-                out.append((0, 1.0))
-            elif petal_width < 1.75:
-                out.append((1, 0.9))
-            else:
-                out.append((2, 0.9))
-        return out
+def _line(name: str, labels: dict[str, str], value: float) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return f"{name}{{{inner}}} {value}" if inner else f"{name} {value}"
 
 
-def fast_predictor(model: Any) -> Callable[[list[list[float]]], Any] | None:
-    """predict_proba without scikit-learn's per-call overhead, for small batches of the models served here.
+class Histogram:
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.n = 0
 
-    scikit-learn validates its input and, for a forest, dispatches every tree through joblib on
-    each call: about 5 ms for a 50-tree forest and one row, whatever the batch size. A server that
-    answers one row per request does the same arithmetic directly: the forest's trees walked in
-    plain Python (about 30 µs a row), a linear model's softmax in numpy. ``LearnedModel`` checks
-    the result against ``predict_proba`` at load, so a model this does not understand, or
-    understands wrongly, is served by scikit-learn unchanged.
-    """
-    import numpy as np
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.n += 1
 
-    n_classes = len(getattr(model, "classes_", ()))
-    if hasattr(model, "estimators_") and all(hasattr(t, "tree_") for t in model.estimators_):
-        trees = []
-        for estimator in model.estimators_:
-            tree = estimator.tree_
-            value = tree.value[:, 0, :n_classes].astype(float)
-            total = value.sum(axis=1, keepdims=True)
-            total[total == 0] = 1.0
-            trees.append((tree.children_left.tolist(), tree.children_right.tolist(), tree.feature.tolist(),
-                          tree.threshold.tolist(), (value / total).tolist()))
-        share = 1.0 / len(trees)
-
-        def forest(rows: list[list[float]]) -> list[list[float]]:
-            out = []
-            for raw in rows:
-                row = np.asarray(raw, dtype=np.float32).tolist()  # the trees compare float32 features
-                acc = [0.0] * n_classes
-                for left, right, feature, threshold, value in trees:
-                    node = 0
-                    while left[node] != -1:
-                        node = left[node] if row[feature[node]] <= threshold[node] else right[node]
-                    for c, v in enumerate(value[node]):
-                        acc[c] += v
-                out.append([a * share for a in acc])
-            return out
-
-        return forest
-    if hasattr(model, "coef_") and hasattr(model, "intercept_") and n_classes > 2:
-        coef, intercept = np.asarray(model.coef_).T, np.asarray(model.intercept_)
-
-        def softmax(rows: list[list[float]]) -> Any:
-            z = np.asarray(rows, dtype=np.float64) @ coef + intercept
-            z -= z.max(axis=1, keepdims=True)
-            e = np.exp(z)
-            return e / e.sum(axis=1, keepdims=True)
-
-        return softmax
-    return None
-
-
-# Rows across the classes' boundaries, scored both ways when a model loads.
-PROBE = ((5.1, 3.5, 1.4, 0.2), (6.3, 2.5, 5.0, 1.9), (5.9, 3.0, 4.2, 1.5), (7.7, 3.8, 6.7, 2.2),
-         (4.9, 2.4, 3.3, 1.0), (6.0, 2.2, 5.0, 1.5), (5.7, 2.8, 4.1, 1.3), (6.5, 3.0, 5.2, 2.0))
-
-
-class LearnedModel:
-    FAST_UP_TO = 64  # rows; a bigger batch is faster through scikit-learn's vectorised path
-
-    def __init__(self, path: Path) -> None:
-        import numpy as np
-
-        with open(path, "rb") as fh:
-            saved = pickle.load(fh)
-        self.model = saved["model"]
-        self.columns = saved["features"]
-        self.name = type(self.model).__name__
-        self.fast = fast_predictor(self.model)
-        probe = self._columns([list(row) for row in PROBE])
-        if self.fast is not None and not np.allclose(self.fast(probe), self.model.predict_proba(probe), atol=1e-9):
-            self.fast = None
-
-    def _columns(self, rows: list[list[float]]) -> list[list[float]]:
-        return [[row[i] for i in self.columns] for row in rows] if self.columns else rows
-
-    def predict(self, rows: list[list[float]]) -> list[tuple[int, float]]:
-        x = self._columns(rows)
-        if self.fast is not None and len(x) <= self.FAST_UP_TO:
-            probabilities = self.fast(x)
-        else:
-            probabilities = self.model.predict_proba(x)
-        out = []
-        for p in probabilities:
-            best = max(range(len(p)), key=p.__getitem__)
-            out.append((best, float(p[best])))
-        return out
-
-
-def load_model(cfg: dict[str, Any]) -> BaselineModel | LearnedModel:
-    if cfg["variant"] == "baseline":
-        return BaselineModel()
-    return LearnedModel(MODELS_DIR / ("degraded.pkl" if cfg["quality"] == "degraded" else "good.pkl"))
-
-
-# -- the application database -------------------------------------------------------------------
-Row = tuple[str, str, str, str, str, float]  # created_at, version, variant, features, prediction, score
-
-
-class PredictionStore:
-    """Records predictions; one writer thread group-commits what every request hands it.
-
-    A request waits until its rows are committed (its answer carries their ids), but it never
-    queues behind other requests' transactions one by one: rows that arrive while a commit runs
-    all go into the next transaction. ``ping`` uses its own connection, so a health check never
-    waits for a write.
-    """
-
-    MAX_BATCH = 1000
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.kind = "none" if not url else ("sqlite" if url.startswith("sqlite:///") else "postgresql")
-        self._queue: queue.SimpleQueue[tuple[list[Row], asyncio.AbstractEventLoop, asyncio.Future[list[int]]]
-                                       | None] = queue.SimpleQueue()
-        self._writer_conn: Any = None
-        self._ping_conn: Any = None
-        self._ping_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="prediction-writer", daemon=True)
-        self.batches = 0
-        self.rows = 0
-
-    # connections
-    def _connect(self) -> Any:
-        if self.kind == "sqlite":
-            path = self.url[len("sqlite:///") :]  # sqlite:////abs/path or sqlite:///relative/path
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS predictions (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                " created_at TEXT NOT NULL, model_version TEXT NOT NULL, variant TEXT NOT NULL,"
-                " features TEXT NOT NULL, prediction TEXT NOT NULL, score REAL NOT NULL)"
-            )
-            return conn
-        import psycopg
-
-        pg = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-        pg.execute(
-            "CREATE TABLE IF NOT EXISTS predictions (id BIGSERIAL PRIMARY KEY,"
-            " created_at TIMESTAMPTZ NOT NULL DEFAULT now(), model_version TEXT NOT NULL,"
-            " variant TEXT NOT NULL, features TEXT NOT NULL, prediction TEXT NOT NULL, score REAL NOT NULL)"
-        )
-        return pg
-
-    def open(self) -> None:
-        """Connect (a database that cannot be reached stops the start) and start the writer."""
-        if self.kind != "none":
-            self._writer_conn = self._connect()
-            self._ping_conn = self._connect()
-        self._thread.start()
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Commit what is queued, then stop the writer."""
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def ping(self) -> bool:
-        if self.kind == "none":
-            return True
-        with self._ping_lock:
-            try:
-                if self._ping_conn is None:
-                    self._ping_conn = self._connect()
-                self._ping_conn.execute("SELECT 1")
-                return True
-            except Exception:
-                # Health answers 503 until the database is back; the next ping reconnects.
-                with contextlib.suppress(Exception):
-                    self._ping_conn.close()
-                self._ping_conn = None
-                return False
-
-    # writes
-    async def record(self, rows: list[Row]) -> list[int]:
-        if self.kind == "none":
-            return []
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[int]] = loop.create_future()
-        self._queue.put((rows, loop, future))
-        return await future
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                batch.append(nxt)
-            try:
-                ids = self._write([rows for rows, _loop, _future in batch])
-            except Exception as exc:
-                print(f"database write failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-                with contextlib.suppress(Exception):
-                    self._writer_conn.close()
-                self._writer_conn = None  # reconnect for the next batch
-                for _rows, loop, future in batch:
-                    loop.call_soon_threadsafe(_fail, future, exc)
-                continue
-            self.batches += 1
-            self.rows += sum(len(r) for r in ids)
-            for (_rows, loop, future), row_ids in zip(batch, ids, strict=True):
-                loop.call_soon_threadsafe(_resolve, future, row_ids)
-
-    def _write(self, requests: list[list[Row]]) -> list[list[int]]:
-        if self._writer_conn is None:
-            self._writer_conn = self._connect()
-        conn = self._writer_conn
-        out: list[list[int]] = []
-        if self.kind == "sqlite":
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for rows in requests:
-                    ids = []
-                    for row in rows:
-                        cur = conn.execute(
-                            "INSERT INTO predictions (created_at, model_version, variant, features, prediction,"
-                            " score) VALUES (?, ?, ?, ?, ?, ?)", row)
-                        ids.append(int(cur.lastrowid))
-                    out.append(ids)
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    conn.execute("ROLLBACK")
-                raise
-            return out
-        with conn.transaction(), conn.cursor() as cur:
-            for rows in requests:
-                ids = []
-                for row in rows:
-                    cur.execute(
-                        "INSERT INTO predictions (created_at, model_version, variant, features, prediction, score)"
-                        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id", row)
-                    ids.append(int(cur.fetchone()[0]))
-                out.append(ids)
-        return out
-
-
-def _resolve(future: asyncio.Future[list[int]], ids: list[int]) -> None:
-    if not future.done():
-        future.set_result(ids)
-
-
-def _fail(future: asyncio.Future[list[int]], exc: Exception) -> None:
-    if not future.done():
-        future.set_exception(exc)
+    def render(self, name: str, help_text: str) -> list[str]:
+        out = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        cumulative = 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += n
+            out.append(_line(f"{name}_bucket", {"le": "+Inf" if bound == float("inf") else repr(bound)}, cumulative))
+        return [*out, f"{name}_sum {self.total}", f"{name}_count {self.n}"]
 
 
 # -- metrics -------------------------------------------------------------------------------------
 class Metrics:
-    """Counters and the /predict latency histogram; touched only from the event loop's thread."""
+    """Counters and histograms; touched only from the event loop's thread.
 
-    def __init__(self) -> None:
+    User traffic only in the latency and prediction histograms: bluegreen's probes are counted
+    apart, so that they never move a step's analysis or its drift figure.
+    """
+
+    def __init__(self, family: Family) -> None:
+        self.family = family
         self.requests: dict[tuple[str, str, int], int] = {}
-        self.buckets = [0] * (len(BUCKETS) + 1)
-        self.latency_sum = 0.0
-        self.latency_count = 0
-        self.predictions: dict[str, int] = {}
+        self.latency = Histogram(BUCKETS)
+        self.classes: dict[str, int] = {}
+        self.values = Histogram(family.buckets)
+        self.probes = 0
         self.predicting = 0  # POST /predict requests being answered now
 
-    def observe(self, method: str, path: str, status: int, seconds: float) -> None:
+    def observe(self, method: str, path: str, status: int, seconds: float, probe: bool) -> None:
         key = (method, path, status)
         self.requests[key] = self.requests.get(key, 0) + 1
         if path == "/predict":
-            self.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
-            self.latency_sum += seconds
-            self.latency_count += 1
+            if probe:
+                self.probes += 1
+            else:
+                self.latency.observe(seconds)
 
-    def count_prediction(self, label: str) -> None:
-        self.predictions[label] = self.predictions.get(label, 0) + 1
+    def count_predictions(self, predictions: list[Prediction]) -> None:
+        for p in predictions:
+            if p.label is not None:
+                self.classes[p.label] = self.classes.get(p.label, 0) + 1
+            else:
+                self.values.observe(float(p.value))
 
     def render(self, info: dict[str, str], store: PredictionStore) -> str:
-        out = ["# HELP model_info The model this server answers with.", "# TYPE model_info gauge"]
-        labels = ",".join(f'{k}="{v}"' for k, v in sorted(info.items()))
-        out.append(f"model_info{{{labels}}} 1")
-        out += ["# HELP http_requests_total Requests by method, path and status.",
-                "# TYPE http_requests_total counter"]
+        out = ["# HELP model_info The model this server answers with.", "# TYPE model_info gauge",
+               _line("model_info", dict(sorted(info.items())), 1),
+               "# HELP http_requests_total Requests by method, path and status.",
+               "# TYPE http_requests_total counter"]
         for (method, path, status), n in sorted(self.requests.items()):
-            out.append(f'http_requests_total{{method="{method}",path="{path}",status="{status}"}} {n}')
-        out += ["# HELP predict_latency_seconds Latency of POST /predict.",
-                "# TYPE predict_latency_seconds histogram"]
-        cumulative = 0
-        for bound, n in zip((*BUCKETS, float("inf")), self.buckets, strict=True):
-            cumulative += n
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            out.append(f'predict_latency_seconds_bucket{{le="{le}"}} {cumulative}')
-        out.append(f"predict_latency_seconds_sum {self.latency_sum}")
-        out.append(f"predict_latency_seconds_count {self.latency_count}")
+            out.append(_line("http_requests_total", {"method": method, "path": path, "status": str(status)}, n))
+        out += self.latency.render("predict_latency_seconds", "Latency of POST /predict (user traffic).")
         out += ["# HELP predict_requests_in_flight POST /predict requests being answered now.",
-                "# TYPE predict_requests_in_flight gauge", f"predict_requests_in_flight {self.predicting}"]
-        out += ["# HELP predictions_total Predictions by class.", "# TYPE predictions_total counter"]
-        for label, n in sorted(self.predictions.items()):
-            out.append(f'predictions_total{{class="{label}"}} {n}')
+                "# TYPE predict_requests_in_flight gauge", f"predict_requests_in_flight {self.predicting}",
+                "# HELP probe_requests_total POST /predict calls marked X-Bluegreen-Probe (not user traffic).",
+                "# TYPE probe_requests_total counter", f"probe_requests_total {self.probes}"]
+        if self.family.task == "classification":
+            out += ["# HELP predictions_total Predictions by class (user traffic).",
+                    "# TYPE predictions_total counter"]
+            for label in self.family.classes:
+                out.append(_line("predictions_total", {"class": label}, self.classes.get(label, 0)))
+        else:
+            out += self.values.render("prediction_value", "Predicted values (user traffic).")
         out += ["# HELP prediction_write_batches_total Transactions that recorded predictions.",
                 "# TYPE prediction_write_batches_total counter",
                 f"prediction_write_batches_total {store.batches}",
@@ -435,8 +195,8 @@ class BadRequest(Exception):
     pass
 
 
-def parse_rows(body: bytes) -> tuple[list[list[float]], bool]:
-    """Accept {"features": [4 numbers] | {name: number}} or {"instances": [...]}; return rows, batch."""
+def parse_rows(body: bytes, columns: tuple[str, ...]) -> tuple[list[list[float]], bool]:
+    """Accept {"features": [numbers] | {name: number}} or {"instances": [...]}; return rows, batch."""
     try:
         doc = json.loads(body or b"null")
     except ValueError:
@@ -450,20 +210,37 @@ def parse_rows(body: bytes) -> tuple[list[list[float]], bool]:
     rows = []
     for item in items:
         if isinstance(item, dict):
-            missing = [f for f in FEATURES if f not in item]
+            missing = [f for f in columns if f not in item]
             if missing:
                 raise BadRequest(f"missing features: {', '.join(missing)}")
-            item = [item[f] for f in FEATURES]
-        if not isinstance(item, list) or len(item) != len(FEATURES):
-            raise BadRequest(f"features must be {len(FEATURES)} numbers: {', '.join(FEATURES)}")
+            item = [item[f] for f in columns]
+        if not isinstance(item, list) or len(item) != len(columns):
+            raise BadRequest(f"features must be {len(columns)} numbers: {', '.join(columns)}")
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in item):
             raise BadRequest("features must be numbers")
         rows.append([float(v) for v in item])
     return rows, batch
 
 
+def shifted(predictions: list[Prediction], shift: float, family: Family) -> list[Prediction]:
+    """FAULT_PREDICTION_SHIFT: move predictions off the model's, as a drifting model would."""
+    if family.task == "regression":
+        return [Prediction(float(p.value) + shift * family.target_std) for p in predictions]
+    out = []
+    for p in predictions:
+        if random.random() < shift:
+            cls = (int(p.value) + 1) % len(family.classes)
+            probabilities = None if p.probabilities is None else tuple(
+                p.probabilities[(i - 1) % len(family.classes)] for i in range(len(family.classes)))
+            out.append(Prediction(cls, family.classes[cls], probabilities))
+        else:
+            out.append(p)
+    return out
+
+
 Answer = tuple[int, str, bytes]
 KNOWN_PATHS = ("/health", "/version", "/predict", "/metrics")
+PROBE_HEADER = b"x-bluegreen-probe"
 
 
 def _json(status: int, doc: dict[str, Any]) -> Answer:
@@ -475,15 +252,19 @@ class App:
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
-        self.model = load_model(cfg)
+        self.model: LearnedModel | BaselineModel
+        self.model, self.family = load(MODELS_DIR, cfg["variant"], cfg["quality"])
+        if cfg["shift"] > 1 and self.family.task == "classification":
+            raise ConfigurationError(f"FAULT_PREDICTION_SHIFT={cfg['shift']} must be in 0..1 for a classifier")
         self.store = PredictionStore(cfg["database_url"])
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.family)
         self.info = {
             "version": cfg["version"],
             "image": cfg["image"],
             "variant": cfg["variant"],
             "quality": cfg["quality"],
             "algorithm": self.model.name,
+            "task": self.family.task,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -494,16 +275,18 @@ class App:
             return
         start = time.perf_counter()
         method, path = scope["method"], scope["path"]
+        probe = any(name == PROBE_HEADER for name, _value in scope["headers"])
         body = await _read_body(receive) if method == "POST" else b""
         try:
-            status, ctype, payload = await self.handle(method, path, body)
+            status, ctype, payload = await self.handle(method, path, body, probe)
         except Exception as exc:  # a bug must answer 500, not drop the connection
             print(f"unhandled error: {type(exc).__name__}: {exc}", file=sys.stderr)
             status, ctype, payload = _json(500, {"error": "internal error"})
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", ctype.encode()), (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
-        self.metrics.observe(method, path if path in KNOWN_PATHS else "other", status, time.perf_counter() - start)
+        label = path if path in KNOWN_PATHS else "other"
+        self.metrics.observe(method, label, status, time.perf_counter() - start, probe)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -516,11 +299,11 @@ class App:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def handle(self, method: str, path: str, body: bytes) -> Answer:
+    async def handle(self, method: str, path: str, body: bytes, probe: bool = False) -> Answer:
         if method == "GET" and path == "/health":
             if self.cfg["unhealthy"]:
                 return _json(503, {"status": "unhealthy", "reason": "injected fault (FAULT_UNHEALTHY)"})
-            healthy = (self.store.ping() if self.store.kind == "sqlite"
+            healthy = (self.store.ping() if self.store.kind != "postgresql"
                        else await asyncio.get_running_loop().run_in_executor(None, self.store.ping))
             if not healthy:
                 return _json(503, {"status": "unavailable", "reason": "database unreachable"})
@@ -534,38 +317,46 @@ class App:
                 return _json(405, {"error": "use POST"})
             self.metrics.predicting += 1
             try:
-                return await self.predict(body)
+                return await self.predict(body, probe)
             finally:
                 self.metrics.predicting -= 1
         return _json(404, {"error": f"no route {method} {path}"})
 
-    async def predict(self, body: bytes) -> Answer:
+    async def predict(self, body: bytes, probe: bool) -> Answer:
         if self.cfg["latency_ms"]:
             await asyncio.sleep(self.cfg["latency_ms"] / 1000)
         if self.cfg["error_rate"] and random.random() < self.cfg["error_rate"]:
             return _json(500, {"error": "injected fault (FAULT_ERROR_RATE)"})
         try:
-            rows, batch = parse_rows(body)
+            rows, batch = parse_rows(body, self.family.columns)
         except BadRequest as exc:
             return _json(400, {"error": str(exc)})
         preds = self.model.predict(rows)
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if self.cfg["shift"]:
+            preds = shifted(preds, self.cfg["shift"], self.family)
         version, variant = self.cfg["version"], self.cfg["variant"]
-        records = [(now, version, variant, json.dumps(row), CLASSES[cls], score)
-                   for row, (cls, score) in zip(rows, preds, strict=True)]
-        try:
-            ids = await self.store.record(records)
-        except Exception:
-            return _json(503, {"error": "could not record the prediction: database unavailable"})
+        ids: list[int] = []
+        if not probe:
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            records = [(now, version, variant, json.dumps(row), p.label if p.label is not None else repr(p.value),
+                        p.score if p.score is not None else float(p.value))
+                       for row, p in zip(rows, preds, strict=True)]
+            try:
+                ids = await self.store.record(records)
+            except Exception:
+                return _json(503, {"error": "could not record the prediction: database unavailable"})
+            self.metrics.count_predictions(preds)
         results = []
-        for i, (cls, score) in enumerate(preds):
-            self.metrics.count_prediction(CLASSES[cls])
-            results.append({
-                "prediction": CLASSES[cls],
-                "class_id": cls,
-                "score": round(score, 6),
-                "prediction_id": ids[i] if ids else None,
-            })
+        for i, p in enumerate(preds):
+            item: dict[str, Any]
+            if p.label is not None:
+                item = {"prediction": p.label, "class_id": p.value, "value": p.value,
+                        "score": round(p.score or 0.0, 6),
+                        "probabilities": [round(v, 6) for v in p.probabilities or ()]}
+            else:
+                item = {"prediction": p.value, "value": p.value}
+            item["prediction_id"] = ids[i] if ids else None
+            results.append(item)
         common = {"model_version": version, "variant": variant}
         if batch:
             return _json(200, {"predictions": results, **common})
@@ -595,7 +386,11 @@ def main() -> int:
         return 3
     try:
         app = App(cfg)
-        app.store.open()
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        app.store.open()  # a database that cannot be reached stops the start
     except Exception as exc:
         print(f"start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -605,8 +400,8 @@ def main() -> int:
                             timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=int(cfg["grace"]),
                             access_log=cfg["access_log"], log_level="info" if cfg["access_log"] else "warning",
                             server_header=False, date_header=False)
-    print(f"model {cfg['version']} ({app.info['algorithm']}, variant={cfg['variant']}, quality={cfg['quality']})"
-          f" listening on {cfg['host']}:{cfg['port']}", file=sys.stderr)
+    print(f"model {cfg['version']} ({app.info['algorithm']}, {app.family.task}, variant={cfg['variant']}, "
+          f"quality={cfg['quality']}) listening on {cfg['host']}:{cfg['port']}", file=sys.stderr)
     # uvicorn handles SIGTERM: no new connections, requests in flight finish, then lifespan shutdown.
     uvicorn.Server(config).run()
     print("stopped", file=sys.stderr)
