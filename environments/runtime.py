@@ -96,6 +96,17 @@ class DockerRuntime:
         except docker.errors.DockerException as exc:
             raise DockerUnavailable(f"cannot look up image {ref}: {_reason(exc)}") from None
 
+    def image_label(self, ref: str, label: str) -> str | None:
+        """One label of an image (the model version, for servers that do not report it)."""
+        import docker
+
+        try:
+            return (self.client.images.get(ref).labels or {}).get(label)
+        except docker.errors.ImageNotFound:
+            raise ImageNotFound(f"image {ref} is not on the Docker engine") from None
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"cannot look up image {ref}: {_reason(exc)}") from None
+
     def require_image(self, ref: str) -> None:
         if not self.image_exists(ref):
             raise ImageNotFound(f"image {ref} is not on the Docker engine")
@@ -109,8 +120,12 @@ class DockerRuntime:
         port: int,
         env: Mapping[str, str],
         mounts: tuple[Mount, ...] = (),
+        command: list[str] | None = None,
     ) -> ContainerInfo:
-        """Create and start the colour's container (host network, bound to ``port``)."""
+        """Create and start the colour's container (host network, bound to ``port``).
+
+        ``command`` replaces the image's command (None keeps it).
+        """
         import docker
 
         self.require_image(image)
@@ -125,6 +140,7 @@ class DockerRuntime:
         try:
             container = self.client.containers.run(
                 image,
+                command,
                 name=self.name(color),
                 detach=True,
                 network_mode="host",

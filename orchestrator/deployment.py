@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bluegreen.environments.runtime import DockerRuntime, Mount
+from bluegreen.orchestrator.contract import Contract, resolve
+from bluegreen.orchestrator.health import Probe, probe
 from bluegreen.orchestrator.lock import DeploymentLock
 from bluegreen.orchestrator.proxy import Backend, Proxy
 from bluegreen.orchestrator.proxy.haproxy import HAProxy
@@ -33,12 +35,23 @@ class Deployment:
         return DockerRuntime(self.settings.project, self.settings.docker.host, self.settings.docker.timeout)
 
     @cached_property
+    def contract(self) -> Contract:
+        """How to talk to the model server: the [model] profile with its overrides."""
+        return resolve(self.settings.model, self.settings.analysis.task)
+
+    @cached_property
     def proxy(self) -> Proxy:
         p = self.settings.proxy
         if p.driver == "nginx":
             return Nginx(self.settings.state_dir / "nginx", p.host, p.port, self.backends(), p.nginx_binary)
+        c = self.contract
         return HAProxy(self.settings.state_dir / "haproxy", p.host, p.port, self.backends(), p.binary,
-                       p.check_interval_ms)
+                       p.check_interval_ms, check_path=c.path(c.ready_path), check_status=c.ready_status)
+
+    def probe(self, color: str, timeout: float = 1.0) -> Probe:
+        """The colour's readiness, as the contract defines it."""
+        c = self.contract
+        return probe(self.url(color), timeout, c.path(c.ready_path), c.ready_status)
 
     @cached_property
     def state(self) -> StateStore:
@@ -77,9 +90,37 @@ class Deployment:
         values = {"HOST": env.host, "MODEL_IMAGE": image, "DATABASE_URL": self.container_database_url()}
         if color is not None:
             values["PORT"] = str(env.color(color).port)
-        values.update(env.env)
-        values.update(extra or {})
+        values.update({k: self.expand(v, color) for k, v in env.env.items()})
+        values.update({k: self.expand(v, color) for k, v in (extra or {}).items()})
         return values
+
+    def container_command(self, color: str | None) -> list[str] | None:
+        """The command that replaces the image's (None: the image's own), placeholders filled in."""
+        command = self.settings.environments.command
+        return [self.expand(part, color) for part in command] if command else None
+
+    def expand(self, text: str, color: str | None) -> str:
+        """{port}, {port:NAME}, {colour}, {host} and {model} in a command or environment value."""
+        if "{" not in text:
+            return text
+        env = self.settings.environments
+        values = {"{host}": env.host, "{model}": self.settings.model.name, "{colour}": color or "task",
+                  "{color}": color or "task"}
+        if color is not None:
+            values["{port}"] = str(env.color(color).port)
+            values.update({f"{{port:{name}}}": str(port) for name, port in env.color(color).ports.items()})
+        for key, value in values.items():
+            text = text.replace(key, value)
+        return text
+
+    def metrics_url(self, color: str) -> str | None:
+        """Where the colour's Prometheus metrics are, per the contract; None when it has none."""
+        c = self.contract
+        if not c.metrics_path:
+            return None
+        env = self.settings.environments
+        port = env.color(color).ports.get(c.metrics_port) if c.metrics_port else env.color(color).port
+        return None if port is None else f"http://{env.host}:{port}{c.metrics_path}"
 
     def container_database_url(self) -> str:
         path = self.settings.sqlite_path

@@ -18,7 +18,8 @@ with the error's ``exit_code``. Adapters catch vendor exceptions (``docker.error
     ├── ImageBuildError            exit 10  building a reference image failed
     ├── ReleaseFailed              exit 11  a release failed a check; traffic went back to the old colour
     ├── ReleaseAborted             exit 12  a release was aborted (operator, Ctrl-C); traffic went back
-    └── BackupError                exit 13  a snapshot, verify or restore failed (nothing was changed)
+    ├── BackupError                exit 13  a snapshot, verify or restore failed (nothing was changed)
+    └── ContractError              exit 14  a model server does not answer as [model] says it does
 
 Exit code 2 is shared with the CLI parser (bad arguments), as Click does; 130 is Ctrl-C.
 """
@@ -111,3 +112,8 @@ class ReleaseAborted(BluegreenError):
 class BackupError(BluegreenError):
     exit_code = 13
     default_hint = "bluegreen backup list; df -h   (runbooks/restore.md)"
+
+
+class ContractError(BluegreenError):
+    exit_code = 14
+    default_hint = "bluegreen doctor   (which part of [model] the server does not match; runbooks/model-contract.md)"

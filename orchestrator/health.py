@@ -30,8 +30,8 @@ class Probe:
         return asdict(self)
 
 
-def probe(base_url: str, timeout: float = 1.0) -> Probe:
-    """GET /health once: healthy when it answers 200.
+def probe(base_url: str, timeout: float = 1.0, path: str = "/health", expect: int = 200) -> Probe:
+    """GET the readiness path once: healthy when it answers ``expect``.
 
     A single plain GET over a socket: ``status`` and ``rollback`` probe colours on every run and
     must not pay for importing an HTTP stack.
@@ -39,13 +39,13 @@ def probe(base_url: str, timeout: float = 1.0) -> Probe:
     start = time.monotonic()
     url = urlsplit(base_url)
     try:
-        code, body = plainhttp.get("/health", host=url.hostname or "127.0.0.1", port=url.port or 80, timeout=timeout)
+        code, body = plainhttp.get(path, host=url.hostname or "127.0.0.1", port=url.port or 80, timeout=timeout)
     except plainhttp.HTTPFailure as exc:
         return Probe(False, None, None, str(exc), time.monotonic() - start)
     version = None
     with contextlib.suppress(ValueError, AttributeError):
         version = json.loads(body).get("version")
-    ok = code == 200
+    ok = code == expect
     return Probe(ok, code, version, None if ok else f"HTTP {code}", time.monotonic() - start)
 
 
@@ -57,8 +57,10 @@ def wait_healthy(
     logs: Callable[[], str] = lambda: "",
     first_delay: float = 0.05,
     max_delay: float = 0.2,
+    path: str = "/health",
+    expect: int = 200,
 ) -> float:
-    """Poll until /health answers 200; return the seconds it took.
+    """Poll until the readiness path answers ``expect``; return the seconds it took.
 
     ``container_problem`` returns a reason when the container is gone or has exited.
     Raises EnvironmentFailed with the last answer and the container's last log lines.
@@ -72,7 +74,7 @@ def wait_healthy(
         if problem:
             raise EnvironmentFailed(f"{name} {problem} before becoming healthy{_with_logs(logs())}",
                                     f"bluegreen logs {name}   (runbooks/failed-start.md)")
-        result = probe(base_url, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        result = probe(base_url, timeout=min(1.0, max(0.1, deadline - time.monotonic())), path=path, expect=expect)
         if result.healthy:
             return time.monotonic() - start
         last = result.error or "unhealthy"

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from bluegreen.environments.runtime import ContainerInfo, env_digest
 from bluegreen.orchestrator.deployment import Deployment, other
 from bluegreen.orchestrator.errors import EnvironmentFailed
-from bluegreen.orchestrator.health import probe, wait_healthy
+from bluegreen.orchestrator.health import wait_healthy
 from bluegreen.orchestrator.ports import require_free
 from bluegreen.orchestrator.recovery import housekeeping
 from bluegreen.orchestrator.settings_core import COLORS
@@ -106,7 +106,7 @@ def ensure_environment(dep: Deployment, color: str, image: str, version: str,
     current = runtime.inspect(color)
     if (reuse != "never" and current is not None and current.running and current.image == image
             and (reuse == "same-image" or current.env_digest == env_digest(env))
-            and probe(dep.url(color)).healthy):
+            and dep.probe(color).healthy):
         if current.env_digest != env_digest(env):
             progress(f"{color} keeps running with its earlier settings; a release applies new ones")
         return None
@@ -120,7 +120,7 @@ def ensure_environment(dep: Deployment, color: str, image: str, version: str,
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
     progress(f"starting {color}: {image}")
-    info = runtime.start(color, image, version, port, env, dep.mounts())
+    info = runtime.start(color, image, version, port, env, dep.mounts(), command=dep.container_command(color))
 
     def problem() -> str | None:
         now = runtime.inspect(color)
@@ -131,8 +131,9 @@ def ensure_environment(dep: Deployment, color: str, image: str, version: str,
         return None
 
     try:
+        c = dep.contract
         seconds = wait_healthy(color, dep.url(color), dep.settings.environments.health_timeout, problem,
-                               logs=lambda: runtime.log_tail(color))
+                               logs=lambda: runtime.log_tail(color), path=c.path(c.ready_path), expect=c.ready_status)
     except BaseException:
         runtime.remove(color)
         raise

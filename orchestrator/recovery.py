@@ -15,7 +15,6 @@ from pathlib import Path
 from bluegreen.orchestrator import migrations
 from bluegreen.orchestrator.deployment import Deployment
 from bluegreen.orchestrator.errors import BluegreenError, ProxyError, ReleaseFailed
-from bluegreen.orchestrator.health import probe
 from bluegreen.orchestrator.journal import Journal, ReleaseRecord
 from bluegreen.orchestrator.migrations import SchemaDatabase
 
@@ -36,7 +35,7 @@ class Settled:
 def colour_ok(dep: Deployment, color: str, image: str | None) -> bool:
     """The colour's container runs ``image`` and answers /health with 200."""
     info = dep.runtime.inspect(color)
-    return bool(info and info.running and (image is None or info.image == image) and probe(dep.url(color)).healthy)
+    return bool(info and info.running and (image is None or info.image == image) and dep.probe(color).healthy)
 
 
 def settle(dep: Deployment, rec: ReleaseRecord, status: str, reason: str, progress: Progress = _quiet) -> Settled:

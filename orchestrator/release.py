@@ -15,20 +15,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bluegreen.orchestrator import analysis, migrations
+from bluegreen.orchestrator import gate, migrations, replay
 from bluegreen.orchestrator.deployment import Deployment
 from bluegreen.orchestrator.errors import (
     BluegreenError,
     EnvironmentFailed,
     InvalidRequest,
-    ProxyError,
     ReleaseAborted,
     ReleaseFailed,
 )
 from bluegreen.orchestrator.journal import Journal
 from bluegreen.orchestrator.lifecycle import ensure_environment
+from bluegreen.orchestrator.modelclient import ModelClient
 from bluegreen.orchestrator.plan import Observed, Plan, ReleaseRequest, Step, plan_release
 from bluegreen.orchestrator.ports import require_free
+from bluegreen.orchestrator.quality import Holdout
 from bluegreen.orchestrator.recovery import (
     colour_ok,
     housekeeping,
@@ -37,6 +38,7 @@ from bluegreen.orchestrator.recovery import (
     schema_database,
     settle,
 )
+from bluegreen.orchestrator.stepcheck import StepCheck
 
 Progress = Callable[[str], None]
 
@@ -63,6 +65,7 @@ class ReleaseResult:
     start_seconds: float
     steps: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
+    quality_seconds: float = 0.0  # the gate's quality work: holdout on both colours and the replay
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +136,9 @@ class _Executor:
         self.start_seconds = 0.0
         self.fast_forward: str | None = None  # who asked to promote now
         self.steps: list[dict[str, Any]] = []
+        self.clients: tuple[ModelClient, ModelClient] | None = None  # candidate, live
+        self.holdout: Holdout | None = None
+        self.quality_seconds = 0.0
 
     def run(self) -> ReleaseResult:
         p = self.plan
@@ -166,10 +172,13 @@ class _Executor:
             raise
         finally:
             signal.signal(signal.SIGTERM, previous_handler)
+            for client in self.clients or ():
+                client.close()
         seconds = time.monotonic() - began
         self.journal.finish(rid, "promoted", "", round(seconds, 3))
         return ReleaseResult(rid, "promoted", p.image, p.version, p.from_color, p.to_color, round(seconds, 3),
-                             round(self.bake_seconds, 3), round(self.start_seconds, 3), self.steps)
+                             round(self.bake_seconds, 3), round(self.start_seconds, 3), self.steps,
+                             quality_seconds=round(self.quality_seconds, 3))
 
     def _classify(self, exc: BaseException, step: Step) -> tuple[str, str, BluegreenError]:
         p = self.plan
@@ -237,24 +246,67 @@ class _Executor:
         self.dep.state.record_environment(p.to_color, p.image, p.version, current.id, current.port, p.env)
         return {"container": current.id, "seconds": round(self.start_seconds, 3)}
 
+    # -- the gate, and quality after each step ---------------------------------------------------
+    def _clients(self) -> tuple[ModelClient, ModelClient]:
+        if self.clients is None:
+            c = self.dep.contract
+            self.clients = (ModelClient(self.dep.url(self.plan.to_color), c),
+                            ModelClient(self.dep.url(self.plan.from_color), c))
+        return self.clients
+
     def _gate(self) -> dict[str, Any]:
         p, s = self.plan, self.settings
-        detail = analysis.health_gate(self.dep.url(p.to_color), p.version, s.release.predict_checks,
-                                      s.release.predict_body)
-        detail["quality"] = self._quality()
-        self.progress(f"health gate passed: version {p.version}, {s.release.predict_checks} predictions, "
-                      f"accuracy {detail['quality']['candidate']:.3f} (live {detail['quality']['live']:.3f})")
+        candidate = self._clients()[0]
+        self.holdout = gate.holdout_for(s, self.dep.contract.profile)
+        detail = gate.health(candidate, p.version, s.release.predict_checks, s.release.predict_body, self.holdout,
+                             lambda label: self.dep.runtime.image_label(p.image, label))
+        self.progress(f"health gate passed: version {detail['version']}, {detail['predict_checks']} predictions")
+        began = time.monotonic()
+        detail["quality"] = self._quality("gate")
+        detail["replay"] = self._replay()
+        self.quality_seconds += time.monotonic() - began
+        detail["quality_seconds"] = round(time.monotonic() - began, 3)
         return detail
 
-    def _quality(self) -> dict[str, float]:
-        p, a = self.plan, self.settings.analysis
-        holdout = analysis.load_holdout(a.holdout)
-        candidate = analysis.accuracy(self.dep.url(p.to_color), holdout)
-        live = analysis.accuracy(self.dep.url(p.from_color), holdout)
-        problem = analysis.compare_quality(candidate, live, a.max_quality_drop)
-        if problem:
-            raise ReleaseFailed(problem)
-        return {"candidate": candidate, "live": live}
+    def _quality(self, when: str) -> dict[str, Any]:
+        """The task's metrics on the holdout, candidate against live; a failure ends the release."""
+        if self.holdout is None:
+            note = (f"quality gate skipped: the {self.dep.contract.profile} profile has no bundled holdout; "
+                    "set analysis.holdout to check model quality")
+            if when == "gate":
+                self.progress(note)
+            return {"skipped": note}
+        candidate, live = self._clients()
+        report = gate.compare_on_holdout(candidate, live, self.holdout, self.settings.analysis)
+        if when == "gate" or not report.ok:
+            self.progress(f"quality on {report.source} ({report.rows} rows, {when}):")
+            for line in report.table():
+                self.progress(f"  {line}")
+        if not report.ok:
+            raise ReleaseFailed("model quality: " + "; ".join(report.failures))
+        return report.to_dict()
+
+    def _replay(self) -> dict[str, Any]:
+        r, s = self.settings.analysis.replay, self.settings
+        columns = self.holdout.columns if self.holdout is not None else []
+        width = len(columns) if columns else None
+        if r.file:
+            path = Path(r.file) if Path(r.file).is_absolute() else s.root / r.file
+            rows, source = replay.file_rows(path, r.requests, width), str(path)
+        else:
+            source = "application database"
+            rows = replay.recorded_rows(s.database.url, s.sqlite_path, r.requests, width)
+        if rows and not columns:
+            columns = [f"f{i}" for i in range(len(rows[0]))]
+        candidate, live = self._clients()
+        report = replay.replay(candidate, live, rows, columns, s.analysis.task, r.max_difference, source, r.budget)
+        self.progress(report.summary())
+        if not report.ok:
+            what = "disagree with" if report.task == "classification" else "differ from"
+            raise ReleaseFailed(f"replay: {report.difference:.1%} of the candidate's answers to {report.requests} "
+                                f"recorded requests {what} the live model's (limit {report.limit:.0%}, "
+                                "analysis.replay.max_difference)")
+        return report.to_dict()
 
     def _shift(self, step: Step) -> dict[str, Any]:
         p = self.plan
@@ -268,30 +320,15 @@ class _Executor:
                       (f", baking {step.bake:g}s" if step.bake and not self.fast_forward else ""))
         if self.fast_forward:
             return {"weights": weights, "reason": f"promoted by {self.fast_forward}"}
-        before = self._snapshot()
+        check = StepCheck(self.dep, p.to_color, p.from_color)
+        before = check.read()
         self._bake(step.bake)
-        after = self._snapshot()
-        a = self.settings.analysis
-        verdict = analysis.judge(before, after, a.max_error_rate, a.max_p95_ms, a.min_requests)
-        if verdict.ok:
-            verdict.quality = self._quality()
-        self.progress(f"{step.name}: {verdict.summary()}")
-        if not verdict.ok:
-            raise ReleaseFailed("; ".join(verdict.reasons))
-        return {"weights": weights, "analysis": verdict.to_dict()}
-
-    def _snapshot(self) -> analysis.Snapshot:
-        import httpx
-
-        color = self.plan.to_color
-        stats = self.dep.proxy.stats().get(color)
-        if stats is None:
-            raise ProxyError(f"the proxy reports no statistics for {color}")
-        try:
-            metrics = httpx.get(f"{self.dep.url(color)}/metrics", timeout=5).text
-        except httpx.HTTPError as exc:
-            raise ReleaseFailed(f"{color}'s /metrics does not answer: {type(exc).__name__}") from None
-        return analysis.snapshot(stats, metrics)
+        result = check.judge(before, check.read(), step.bake)
+        self.progress(f"{step.name}: " + "; ".join(result.lines))
+        if not result.ok:
+            raise ReleaseFailed("; ".join(result.reasons))
+        result.detail["quality"] = self._quality(step.name)
+        return {"weights": weights, **result.detail}
 
     def _bake(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

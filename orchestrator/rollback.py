@@ -128,8 +128,9 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
     try:
         if not warm:
             # Only a cold rollback needs these; a warm one (the common, urgent case) does not import them.
-            from bluegreen.orchestrator import analysis
+            from bluegreen.orchestrator import gate
             from bluegreen.orchestrator.lifecycle import ensure_environment
+            from bluegreen.orchestrator.modelclient import ModelClient
 
             journal.step_started(rid, seq, "start")
             progress(f"{idle} is not warm with {target.version}: starting it")
@@ -140,8 +141,11 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
             journal.step_finished(rid, seq, "done")
             seq += 1
             journal.step_started(rid, seq, "gate")
-            analysis.health_gate(dep.url(idle), target.version, dep.settings.release.predict_checks,
-                                 dep.settings.release.predict_body)
+            r = dep.settings.release
+            with ModelClient(dep.url(idle), dep.contract) as client:
+                gate.health(client, target.version, r.predict_checks, r.predict_body,
+                            gate.holdout_for(dep.settings, dep.contract.profile),
+                            lambda label: dep.runtime.image_label(target.image, label))
             journal.step_finished(rid, seq, "done")
             seq += 1
         journal.step_started(rid, seq, "switch")

@@ -26,7 +26,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bluegreen.orchestrator.contract import REQUIRED_FOR_CUSTOM, check_template
 from bluegreen.orchestrator.errors import ConfigError
+from bluegreen.orchestrator.quality import METRICS
 from bluegreen.orchestrator.redact import redact_url
 from bluegreen.orchestrator.settings_core import (
     DEFAULT_STATE_DIR,
@@ -63,8 +65,14 @@ class ProxySettings(_Section):
     _host = field_validator("host")(_ip)
 
 
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
+PLACEHOLDER = re.compile(r"\{(port(?::[a-z0-9_]+)?|colou?r|host|model)\}")
+
+
 class ColorSettings(_Section):
     port: Port = Field(ge=1, le=65535)
+    # More ports the colour's server opens (MLServer: gRPC and metrics), named for {port:NAME}.
+    ports: dict[str, PortNumber] = Field(default_factory=dict)
 
 
 class EnvironmentsSettings(_Section):
@@ -73,10 +81,24 @@ class EnvironmentsSettings(_Section):
     host: str = "127.0.0.1"
     health_timeout: float = Field(30.0, gt=0, le=3600)
     env: dict[str, str] = Field(default_factory=dict)
+    command: list[str] = Field(default_factory=list)
     blue: ColorSettings = ColorSettings(port=8101)
     green: ColorSettings = ColorSettings(port=8102)
 
     _host = field_validator("host")(_ip)
+
+    @model_validator(mode="after")
+    def _placeholders_resolve(self) -> EnvironmentsSettings:
+        if set(self.blue.ports) != set(self.green.ports):
+            raise ValueError(f"environments.blue.ports names {sorted(self.blue.ports)} and environments.green.ports "
+                             f"{sorted(self.green.ports)}: both colours need the same port names")
+        for where, text in [*((f"env.{k}", v) for k, v in self.env.items()),
+                            *((f"command[{i}]", v) for i, v in enumerate(self.command))]:
+            for name in re.findall(r"\{port:([a-z0-9_]+)\}", text):
+                if name not in self.blue.ports:
+                    raise ValueError(f"environments.{where} uses {{port:{name}}} but environments.blue.ports and "
+                                     f"environments.green.ports name no port {name!r}")
+        return self
 
     @field_validator("image")
     @classmethod
@@ -87,6 +109,55 @@ class EnvironmentsSettings(_Section):
 
     def color(self, name: str) -> ColorSettings:
         return self.blue if name == "blue" else self.green
+
+
+def _path(value: str | None) -> str | None:
+    if value is not None and not value.startswith("/"):
+        raise ValueError("must be a path starting with /")
+    return value
+
+
+def _pointer(value: str | None) -> str | None:
+    if value is not None and value != "" and not value.startswith("/"):
+        raise ValueError('must be a JSON pointer: "" for the whole value, or /key/0/…')
+    return value
+
+
+class ModelSettings(_Section):
+    """The model contract; empty keys take the profile's value (see contract.py)."""
+
+    profile: Literal["reference", "mlflow", "open-inference", "custom"] = "reference"
+    name: str = Field("model", min_length=1)
+    ready_path: str | None = None
+    ready_status: int | None = Field(None, ge=100, le=599)
+    version_from: Literal["endpoint", "label", "none"] | None = None
+    version_path: str | None = None
+    version_pointer: str | None = None
+    version_label: str | None = None
+    predict_path: str | None = None
+    request: str | None = None
+    predictions: str | None = None
+    prediction: str | None = None
+    probabilities: str | None = None
+    metrics_path: str | None = None
+    metrics_port: str | None = None
+    latency_histogram: str | None = None
+
+    _paths = field_validator("ready_path", "predict_path", "version_path", "metrics_path")(_path)
+    _pointers = field_validator("version_pointer", "predictions", "prediction", "probabilities")(_pointer)
+
+    @field_validator("request")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
+
+    @model_validator(mode="after")
+    def _custom_names_everything(self) -> ModelSettings:
+        if self.profile == "custom":
+            missing = [f"model.{k}" for k in REQUIRED_FOR_CUSTOM if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"profile = 'custom' assumes nothing: set {', '.join(missing)}")
+        return self
 
 
 class DatabaseSettings(_Section):
@@ -122,7 +193,7 @@ class ReleaseSettings(_Section):
     bake: Duration = 30.0
     warm_window: Duration = 900.0
     predict_checks: int = Field(3, ge=0, le=100)
-    predict_body: str = '{"features": [5.1, 3.5, 1.4, 0.2]}'
+    predict_body: str = ""
 
     _steps = field_validator("steps")(check_steps)
 
@@ -131,20 +202,80 @@ class ReleaseSettings(_Section):
     def _json_object(cls, value: str) -> str:
         import json
 
+        if value == "":
+            return value
         try:
-            if not isinstance(json.loads(value), dict):
+            if not isinstance(json.loads(value), dict | list):
                 raise ValueError
         except ValueError:
-            raise ValueError("must be a JSON object, the body of a POST /predict") from None
+            raise ValueError("must be JSON, the body of a prediction request (empty: built from the holdout)") from None
+        return value
+
+
+class ReplaySettings(_Section):
+    requests: int = Field(200, ge=0, le=10000)
+    file: str = ""
+    max_difference: float = Field(0.05, ge=0)
+    budget: Duration = 5.0
+
+
+class DriftSettings(_Section):
+    warn: float = Field(0.1, ge=0)
+    fail: float = Field(0.25, ge=0)
+    min_predictions: int = Field(50, ge=1)
+
+
+class PrometheusQuery(_Section):
+    query: str = Field(min_length=1)
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> PrometheusQuery:
+        if self.max is None and self.min is None:
+            raise ValueError("needs max or min: the value a step may not pass")
+        return self
+
+
+class PrometheusSettings(_Section):
+    url: str = ""
+    timeout: Duration = 5.0
+    targets_file: str = ""
+    queries: dict[str, PrometheusQuery] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if value and not re.match(r"^https?://", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:9090")
         return value
 
 
 class AnalysisSettings(_Section):
+    task: Literal["classification", "regression"] = "classification"
+    source: Literal["proxy", "prometheus", "both"] = "proxy"
     max_error_rate: float = Field(0.01, ge=0, le=1)
     max_p95_ms: float = Field(500.0, gt=0)
     max_quality_drop: float = Field(0.05, ge=0, le=1)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    primary: str = ""
     min_requests: int = Field(0, ge=0)
     holdout: str = ""
+    label_column: str = "label"
+    replay: ReplaySettings = ReplaySettings()
+    drift: DriftSettings = DriftSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> AnalysisSettings:
+        known = METRICS[self.task]
+        for name in [*self.thresholds, *([self.primary] if self.primary else [])]:
+            if name not in known:
+                raise ValueError(f"analysis: {name!r} is not a {self.task} metric (those are {', '.join(known)})")
+        if self.source != "proxy" and (not self.prometheus.url or not self.prometheus.queries):
+            raise ValueError(f"analysis.source = {self.source!r} needs analysis.prometheus.url and at least one "
+                             "query in [analysis.prometheus.queries]")
+        return self
 
 
 class BackupsSettings(_Section):
@@ -169,6 +300,7 @@ class Settings(DerivedPaths, BaseSettings):
     docker: DockerSettings = DockerSettings()
     images: ImagesSettings = ImagesSettings()
     release: ReleaseSettings = ReleaseSettings()
+    model: ModelSettings = ModelSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     backups: BackupsSettings = BackupsSettings()
     root: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -186,11 +318,21 @@ class Settings(DerivedPaths, BaseSettings):
         return (env_settings, init_settings)
 
     @model_validator(mode="after")
+    def _the_gate_has_a_request(self) -> Settings:
+        if self.model.profile != "reference" and not self.analysis.holdout and not self.release.predict_body:
+            raise ValueError(f"model.profile = {self.model.profile!r} has no bundled holdout, so the health gate has "
+                             "no request to send: set analysis.holdout (labelled rows, also used for quality) or "
+                             "release.predict_body")
+        return self
+
+    @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
         ports = {
             "proxy.port": self.proxy.port,
             "environments.blue.port": self.environments.blue.port,
             "environments.green.port": self.environments.green.port,
+            **{f"environments.{c}.ports.{name}": port for c in ("blue", "green")
+               for name, port in self.environments.color(c).ports.items()},
         }
         seen: dict[int, str] = {}
         for key, port in ports.items():

@@ -123,6 +123,8 @@ def _tree(model: Any) -> dict[str, Any]:
         value = getattr(model, name)
         if hasattr(type(value), "model_fields"):
             fields[name] = {"section": _tree(value)}
+        elif isinstance(value, dict) and value and all(hasattr(type(v), "model_fields") for v in value.values()):
+            fields[name] = {"sections": {k: _tree(v) for k, v in value.items()}}
         elif isinstance(value, Path):
             fields[name] = {"path": str(value)}
         elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
@@ -167,6 +169,8 @@ def _view(tree: dict[str, Any]) -> _View:
     for name, node in tree["fields"].items():
         if "section" in node:
             values[name] = _view(node["section"])
+        elif "sections" in node:
+            values[name] = {k: _view(v) for k, v in node["sections"].items()}
         elif "path" in node:
             values[name] = Path(node["path"])
         elif "paths" in node:

@@ -7,7 +7,6 @@ from typing import Any
 
 from bluegreen.orchestrator.deployment import Deployment
 from bluegreen.orchestrator.errors import ProxyError
-from bluegreen.orchestrator.health import probe
 from bluegreen.orchestrator.journal import Journal
 from bluegreen.orchestrator.lock import current_holder
 from bluegreen.orchestrator.settings_core import COLORS
@@ -78,7 +77,7 @@ def status(dep: Deployment) -> Status:
         if info is not None:
             cs.image, cs.version, cs.container, cs.container_id = info.image, info.version, info.state, info.id
             if info.running:
-                p = probe(dep.url(color), timeout=0.5)
+                p = dep.probe(color, timeout=0.5)
                 cs.healthy = p.healthy
                 cs.health = "healthy" if p.healthy else (p.error or "unhealthy")
             else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bluegreen.orchestrator.analysis import Snapshot, compare_quality, judge, quantile
+from bluegreen.orchestrator.analysis import Snapshot, judge, quantile
 from bluegreen.orchestrator.errors import InvalidRequest
 from bluegreen.orchestrator.plan import Observed, ReleaseRequest, plan_release
 
@@ -104,9 +104,3 @@ def test_a_step_fails_on_error_rate_or_latency(errors: int, requests: int, slow:
 def test_too_little_traffic_fails_when_a_minimum_is_set() -> None:
     verdict = judge(Snapshot(0, 0, BUCKETS_0), Snapshot(3, 0, BUCKETS_0), 0.01, 500, min_requests=10)
     assert verdict.reasons == ["only 3 requests reached it during the bake (analysis.min_requests = 10)"]
-
-
-def test_quality_more_than_five_percent_worse_fails() -> None:
-    assert compare_quality(0.95, 0.96, 0.05) is None
-    assert compare_quality(0.62, 0.96, 0.05) == (
-        "model quality: accuracy 0.620 is more than 5% below the live model's 0.960")

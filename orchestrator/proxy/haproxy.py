@@ -48,8 +48,8 @@ frontend models_in
 
 backend {backend}
     balance roundrobin
-    option httpchk GET /health
-    http-check expect status 200
+    option httpchk GET {check_path}
+    http-check expect status {check_status}
     default-server inter {inter}ms fastinter {fastinter}ms fall 2 rise 1
 {servers}
 """
@@ -61,8 +61,11 @@ class HAProxy:
     name = "haproxy"
 
     def __init__(self, directory: Path, host: str, port: int, backends: list[Backend],
-                 binary: str = "haproxy", check_interval_ms: int = 1000) -> None:
+                 binary: str = "haproxy", check_interval_ms: int = 1000, check_path: str = "/health",
+                 check_status: int = 200) -> None:
         self.directory = directory
+        self.check_path = check_path
+        self.check_status = check_status
         self.host = host
         self.port = port
         self.backends = backends
@@ -79,6 +82,7 @@ class HAProxy:
         )
         return CONFIG.format(socket=self.socket_path, listen=f"{self.host}:{self.port}", backend=BACKEND,
                              inter=self.check_interval_ms, fastinter=max(100, self.check_interval_ms // 4),
+                             check_path=self.check_path, check_status=self.check_status,
                              servers=servers)
 
     def _write_config(self, weights: dict[str, int]) -> None:

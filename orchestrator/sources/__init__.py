@@ -1,0 +1,1 @@
+"""Metric sources that decide a step, besides the proxy's own counters (analysis.py): one module each."""
