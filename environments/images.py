@@ -1,4 +1,11 @@
-"""Build the reference model images with no registry: the air-gapped path real teams use.
+"""Build model images with no registry: the air-gapped path real teams use.
+
+Each image comes from a *recipe*: a folder of build files in this package, the wheels it needs,
+and its build arguments. The reference families (``bluegreen-model``, an iris classifier;
+``bluegreen-regressor``, a diabetes regressor) are bluegreen's own server; the examples are real
+third-party servers, built the same way, that the model contract is tested against
+(``bluegreen-mlflow``: MLflow's scoring server; ``bluegreen-mlserver``: MLServer, speaking the
+Open Inference Protocol).
 
 Wheels are downloaded on the host (``pip download``) into a cache and copied into the build
 context; the image installs them with ``--no-index``. The base image is a build argument:
@@ -29,13 +36,34 @@ Progress = Callable[[str], None]
 REGISTRY_BASE = "python:3.11-slim"
 OFFLINE_BASE = "bluegreen-base:bookworm"
 SUITE = "bookworm"  # its python3 is 3.11, the version the wheels are fetched for
-# What the reference server runs on: scikit-learn for the models, uvicorn (with its C HTTP parser
-# and event loop) for HTTP, psycopg for a PostgreSQL application database.
-REQUIREMENTS = ("scikit-learn>=1.4,<2", "psycopg[binary]>=3.1,<4", "uvicorn>=0.30,<1", "httptools>=0.6,<1",
-                "uvloop>=0.19,<1")
-SERVER_FILES = ("Dockerfile", "app.py", "models.py", "store.py", "train.py")
-# The reference model families: repository -> the task its images are trained for.
-REFERENCE = {"bluegreen-model": "classification", "bluegreen-regressor": "regression"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    repository: str
+    folder: str  # under bluegreen/environments
+    files: tuple[str, ...]
+    requirements: tuple[str, ...]  # installed from downloaded wheels
+    buildargs: tuple[tuple[str, str], ...] = ()
+    example: bool = False  # a third-party server for tests and docs, not a reference model
+
+
+# The reference server: scikit-learn for the models, uvicorn (with its C HTTP parser and event
+# loop) for HTTP, psycopg for a PostgreSQL application database.
+_SERVER = ("Dockerfile", "app.py", "models.py", "store.py", "train.py")
+_SERVER_NEEDS = ("scikit-learn>=1.4,<2", "psycopg[binary]>=3.1,<4", "uvicorn>=0.30,<1", "httptools>=0.6,<1",
+                 "uvloop>=0.19,<1")
+RECIPES = {r.repository: r for r in (
+    Recipe("bluegreen-model", "model_server", _SERVER, _SERVER_NEEDS, (("TASK", "classification"),)),
+    Recipe("bluegreen-regressor", "model_server", _SERVER, _SERVER_NEEDS, (("TASK", "regression"),)),
+    # MLflow's scoring server needs pandas, which mlflow-skinny does not install.
+    Recipe("bluegreen-mlflow", "examples/mlflow", ("Dockerfile", "train.py"),
+           ("mlflow-skinny>=3,<4", "scikit-learn>=1.4,<2", "pandas>=2,<3", "uvicorn>=0.30,<1"), example=True),
+    Recipe("bluegreen-mlserver", "examples/mlserver", ("Dockerfile", "train.py", "settings.json"),
+           ("mlserver>=1.6,<2", "mlserver-sklearn>=1.6,<2"), example=True),
+)}
+REFERENCE = [r.repository for r in RECIPES.values() if not r.example]
+EXAMPLES = [r.repository for r in RECIPES.values() if r.example]
 DIGEST_LABEL = "bluegreen.source-digest"
 
 
@@ -123,7 +151,7 @@ def make_offline_base(runtime: DockerRuntime, progress: Progress) -> None:
             raise ImageBuildError(f"docker import of the offline base failed: {_reason(exc)}") from None
 
 
-def download_wheels(dest: Path, progress: Progress) -> None:
+def download_wheels(dest: Path, requirements: Iterable[str], progress: Progress) -> None:
     """pip download the image's wheels for CPython 3.11 on manylinux x86_64 (cached)."""
     marker = dest / ".complete"
     if marker.exists():
@@ -133,7 +161,7 @@ def download_wheels(dest: Path, progress: Progress) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
            "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
            "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-           "--platform", "manylinux2014_x86_64", "--dest", str(dest), *REQUIREMENTS]
+           "--platform", "manylinux2014_x86_64", "--dest", str(dest), *requirements]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
@@ -141,13 +169,13 @@ def download_wheels(dest: Path, progress: Progress) -> None:
     marker.touch()
 
 
-def source_digest() -> str:
-    """A digest of everything that goes into a reference image; a change means a rebuild."""
+def source_digest(recipe: Recipe) -> str:
+    """A digest of everything that goes into a recipe's images; a change means a rebuild."""
     h = hashlib.sha256()
-    server = resources.files("bluegreen.environments").joinpath("model_server")
-    for name in SERVER_FILES:
-        h.update(name.encode() + b"\0" + server.joinpath(name).read_bytes() + b"\0")
-    h.update(" ".join(REQUIREMENTS).encode())
+    folder = resources.files("bluegreen.environments").joinpath(recipe.folder)
+    for name in recipe.files:
+        h.update(name.encode() + b"\0" + folder.joinpath(name).read_bytes() + b"\0")
+    h.update(" ".join(recipe.requirements).encode() + repr(recipe.buildargs).encode())
     return h.hexdigest()[:16]
 
 
@@ -175,16 +203,16 @@ def build_images(
 ) -> list[BuiltImage]:
     """Build ``repository:tag`` for each tag; keep tags already built from these sources unless ``force``.
 
-    ``repository`` is one of the reference families (``REFERENCE``): it decides what is trained.
+    ``repository`` names a recipe (``RECIPES``): it decides the build files, wheels and arguments.
     """
     import docker
 
-    if repository not in REFERENCE:
+    recipe = RECIPES.get(repository)
+    if recipe is None:
         raise ImageBuildError(
-            f"{repository} is not a reference model image (those are {', '.join(REFERENCE)})",
+            f"{repository} is not an image bluegreen builds (those are {', '.join(RECIPES)})",
             "build your own image with docker build, or pass --repository bluegreen-model   (runbooks/images.md)")
-    task = REFERENCE[repository]
-    digest = source_digest()
+    digest = source_digest(recipe)
     results, todo = [], []
     for tag in tags:
         existing = None if force else _current(runtime, f"{repository}:{tag}", digest)
@@ -196,22 +224,24 @@ def build_images(
         return results
     base_image = resolve_base(runtime, base, progress)
     # One cache per requirement set: a changed list never installs from a stale download.
-    wheels = cache_dir() / f"wheels-py311-{hashlib.sha256(' '.join(REQUIREMENTS).encode()).hexdigest()[:12]}"
-    download_wheels(wheels, progress)
+    key = hashlib.sha256(" ".join(recipe.requirements).encode()).hexdigest()[:12]
+    wheels = cache_dir() / f"wheels-py311-{key}"
+    download_wheels(wheels, recipe.requirements, progress)
     with tempfile.TemporaryDirectory(prefix="bluegreen-build-") as tmp:
         ctx = Path(tmp)
-        server = resources.files("bluegreen.environments").joinpath("model_server")
-        for name in SERVER_FILES:
-            (ctx / name).write_bytes(server.joinpath(name).read_bytes())
+        folder = resources.files("bluegreen.environments").joinpath(recipe.folder)
+        for name in recipe.files:
+            (ctx / name).write_bytes(folder.joinpath(name).read_bytes())
         shutil.copytree(wheels, ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))
-        (ctx / "requirements.txt").write_text("\n".join(REQUIREMENTS) + "\n")
+        (ctx / "requirements.txt").write_text("\n".join(recipe.requirements) + "\n")
         for tag in todo:
             ref = f"{repository}:{tag}"
             progress(f"building {ref} FROM {base_image}")
             log: list[str] = []
             try:
                 for chunk in runtime.client.api.build(
-                    path=str(ctx), tag=ref, buildargs={"BASE_IMAGE": base_image, "MODEL_VERSION": tag, "TASK": task},
+                    path=str(ctx), tag=ref,
+                    buildargs={"BASE_IMAGE": base_image, "MODEL_VERSION": tag, **dict(recipe.buildargs)},
                     network_mode="host", rm=True, forcerm=True, decode=True,
                     labels={DIGEST_LABEL: digest},
                 ):

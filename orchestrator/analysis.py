@@ -41,14 +41,28 @@ class Verdict:
         return f"{self.requests} requests, errors {self.error_rate:.1%}, p95 {p95}"
 
 
+SELECTOR = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
 def parse_buckets(metrics_text: str, histogram: str = "predict_latency_seconds") -> tuple[tuple[float, float], ...]:
-    """A histogram's cumulative buckets (all series summed), from Prometheus text."""
-    if not histogram:
+    """A histogram's cumulative buckets from Prometheus text, summed over the series it selects.
+
+    ``histogram`` is a family name, optionally with label matchers as in PromQL:
+    ``rest_server_request_duration_seconds{path="/v2/models/{model_name}/infer"}``.
+    """
+    selector = SELECTOR.match(histogram.strip())
+    if not histogram or selector is None:
         return ()
-    pattern = re.compile(rf'^{re.escape(histogram)}_bucket\{{(?:[^}}]*,)?le="([^"]+)"[^}}]*\}}\s+(\S+)$', re.MULTILINE)
+    name, wanted = selector.group(1), dict(LABEL.findall(selector.group(2) or ""))
+    # Label values may hold braces (MLServer's path="/v2/models/{model_name}/infer"): match quoted strings whole.
+    line = re.compile(rf'^{re.escape(name)}_bucket\{{((?:[^}}"]|"(?:[^"\\]|\\.)*")*)\}}\s+(\S+)$', re.MULTILINE)
     sums: dict[float, float] = {}
-    for le, count in pattern.findall(metrics_text):
-        bound = math.inf if le == "+Inf" else float(le)
+    for labels_text, count in line.findall(metrics_text):
+        labels = dict(LABEL.findall(labels_text))
+        if "le" not in labels or any(labels.get(k) != v for k, v in wanted.items()):
+            continue
+        bound = math.inf if labels["le"] == "+Inf" else float(labels["le"])
         sums[bound] = sums.get(bound, 0.0) + float(count)
     return tuple(sorted(sums.items()))
 

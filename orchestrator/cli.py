@@ -393,6 +393,59 @@ def retire(as_json: JsonOpt = False) -> None:
     typer.echo(f"retired {color}" if color else "nothing warm to retire")
 
 
+@app.command()
+def doctor(
+    color: Annotated[str | None, typer.Argument(help="blue or green (default: the live colour).",
+                                                show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Probe a running colour against the model contract: ready, version, predictions, metrics, replay."""
+    from bluegreen.orchestrator.doctor import diagnose, render
+    from bluegreen.orchestrator.errors import ContractError
+    from bluegreen.orchestrator.settings_core import COLORS
+
+    OPTIONS.json = as_json
+    if color is not None and color not in COLORS:
+        raise typer.BadParameter(f"{color!r} is not a colour; use blue or green", param_hint="COLOR")
+    result = diagnose(_deployment(), color)
+    if as_json:
+        _emit(result.to_dict())
+    else:
+        for line in render(result):
+            typer.echo(line)
+    if not result.ok:
+        failed = ", ".join(c.name for c in result.checks if c.outcome == "FAIL")
+        raise ContractError(f"{result.color} does not match the model contract: {failed}",
+                            "fix the [model] keys named above   (runbooks/model-contract.md)")
+
+
+@app.command()
+def compare(
+    image_a: Annotated[str, typer.Argument(metavar="A", help="An image, e.g. bluegreen-model:v1.")],
+    image_b: Annotated[str, typer.Argument(metavar="B", help="Another image, e.g. bluegreen-model:v2.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Run two versions in scratch containers and compare them on the holdout and replayed requests."""
+    from bluegreen.orchestrator.compare import compare as do_compare
+
+    OPTIONS.json = as_json
+    result = do_compare(_deployment(), image_a, image_b, progress=_progress)
+    if as_json:
+        _emit(result.to_dict())
+        return
+    typer.echo(f"{result.task} on {result.holdout} ({result.rows} rows)")
+    typer.echo(f"{'metric':<10} {'A':>10} {'B':>10}  better")
+    for name, pair in result.metrics.items():
+        typer.echo(f"{name:<10} {pair['a']:>10.4f} {pair['b']:>10.4f}  {result.better[name]}")
+    r = result.replay
+    if r.get("skipped"):
+        typer.echo(f"replay skipped: {r['skipped']}")
+    else:
+        what = "disagree" if r["task"] == "classification" else "mean absolute difference"
+        typer.echo(f"replay of {r['requests']} recorded requests: {r['difference']:.1%} {what}")
+    typer.echo(f"A = {result.a}, B = {result.b}; {result.seconds:.1f}s, scratch containers removed")
+
+
 @backup_app.command("create")
 def backup_create(
     reason: Annotated[str, typer.Option("--reason", help="Why, kept in the manifest.")] = "",
@@ -501,15 +554,19 @@ def images_build(
                           "bluegreen-regressor (diabetes regressor); default: environments.image.",
                           show_default=False)] = None,
     every: Annotated[bool, typer.Option("--all", help="Build every reference family.")] = False,
+    examples: Annotated[bool, typer.Option("--examples", help="Also build the third-party example servers: "
+                        "bluegreen-mlflow (MLflow) and bluegreen-mlserver (MLServer, Open Inference Protocol).")
+                        ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build the reference model images (no registry needed)."""
-    from bluegreen.environments.images import REFERENCE, build_images
+    """Build the reference model images, and the example servers, with no registry."""
+    from bluegreen.environments.images import EXAMPLES, REFERENCE, build_images
 
     OPTIONS.json = as_json
     dep = _deployment_or_defaults()
     s = dep.settings
     repositories = list(REFERENCE) if every else [repository or s.environments.image]
+    repositories += [r for r in EXAMPLES if examples and r not in repositories]
     results = []
     for repo in repositories:
         results += build_images(dep.runtime, repo, tag or s.images.tags,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,15 @@ if TYPE_CHECKING:
     from bluegreen.orchestrator.settings import Settings
 
 CONTAINER_DATA_DIR = "/data"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one server listens: blue, green, or a scratch container (``bluegreen compare``)."""
+
+    name: str
+    port: int
+    ports: dict[str, int] = field(default_factory=dict)
 
 
 class Deployment:
@@ -84,31 +94,39 @@ class Deployment:
     def proxy_url(self) -> str:
         return f"http://{self.settings.proxy.host}:{self.settings.proxy.port}"
 
-    def container_env(self, color: str | None, image: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """The environment of a colour's container (or, with no colour, of a one-off task container)."""
+    def slot(self, color: str) -> Slot:
+        """Where a colour's server listens: its port and its extra named ports."""
+        c = self.settings.environments.color(color)
+        return Slot(color, c.port, dict(c.ports))
+
+    def container_env(self, color: str | None, image: str, extra: dict[str, str] | None = None,
+                      slot: Slot | None = None) -> dict[str, str]:
+        """The environment of a colour's container (or of a scratch ``slot``; with neither, a one-off task's)."""
         env = self.settings.environments
+        where = slot if slot is not None else self.slot(color) if color is not None else None
         values = {"HOST": env.host, "MODEL_IMAGE": image, "DATABASE_URL": self.container_database_url()}
-        if color is not None:
-            values["PORT"] = str(env.color(color).port)
-        values.update({k: self.expand(v, color) for k, v in env.env.items()})
-        values.update({k: self.expand(v, color) for k, v in (extra or {}).items()})
+        if where is not None:
+            values["PORT"] = str(where.port)
+        values.update({k: self.expand(v, where) for k, v in env.env.items()})
+        values.update({k: self.expand(v, where) for k, v in (extra or {}).items()})
         return values
 
-    def container_command(self, color: str | None) -> list[str] | None:
+    def container_command(self, color: str | None, slot: Slot | None = None) -> list[str] | None:
         """The command that replaces the image's (None: the image's own), placeholders filled in."""
         command = self.settings.environments.command
-        return [self.expand(part, color) for part in command] if command else None
+        where = slot if slot is not None else self.slot(color) if color is not None else None
+        return [self.expand(part, where) for part in command] if command else None
 
-    def expand(self, text: str, color: str | None) -> str:
+    def expand(self, text: str, where: Slot | None) -> str:
         """{port}, {port:NAME}, {colour}, {host} and {model} in a command or environment value."""
         if "{" not in text:
             return text
         env = self.settings.environments
-        values = {"{host}": env.host, "{model}": self.settings.model.name, "{colour}": color or "task",
-                  "{color}": color or "task"}
-        if color is not None:
-            values["{port}"] = str(env.color(color).port)
-            values.update({f"{{port:{name}}}": str(port) for name, port in env.color(color).ports.items()})
+        name = where.name if where is not None else "task"
+        values = {"{host}": env.host, "{model}": self.settings.model.name, "{colour}": name, "{color}": name}
+        if where is not None:
+            values["{port}"] = str(where.port)
+            values.update({f"{{port:{n}}}": str(port) for n, port in where.ports.items()})
         for key, value in values.items():
             text = text.replace(key, value)
         return text

@@ -135,3 +135,17 @@ def test_drift_from_class_counts_and_value_histograms() -> None:
     assert moved.failed and moved.psi == pytest.approx(drift.psi({"a": 10, "b": 190}, {"a": 100, "b": 100}), abs=1e-4)
     few = drift.judge({"a": 3}, {"a": 100}, 0.1, 0.25, 50)
     assert few.psi is None and not few.failed and "too few predictions" in few.note
+
+
+def test_a_latency_histogram_can_be_selected_by_labels() -> None:
+    from bluegreen.orchestrator.analysis import parse_buckets
+
+    text = (
+        'rest_server_request_duration_seconds_bucket{app_name="m",le="0.005",method="GET",path="/v2/models/{m}"} 9\n'
+        'rest_server_request_duration_seconds_bucket{app_name="m",le="+Inf",method="GET",path="/v2/models/{m}"} 9\n'
+        'rest_server_request_duration_seconds_bucket{app_name="m",le="0.005",method="POST",path="/v2/x/infer"} 3\n'
+        'rest_server_request_duration_seconds_bucket{app_name="m",le="+Inf",method="POST",path="/v2/x/infer"} 5\n')
+    assert parse_buckets(text, 'rest_server_request_duration_seconds{path="/v2/x/infer"}') == ((0.005, 3.0),
+                                                                                              (math.inf, 5.0))
+    assert parse_buckets(text, "rest_server_request_duration_seconds") == ((0.005, 12.0), (math.inf, 14.0))
+    assert parse_buckets('predict_latency_seconds_bucket{le="0.1"} 2\n', "predict_latency_seconds") == ((0.1, 2.0),)

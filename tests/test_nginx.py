@@ -44,14 +44,19 @@ def test_weights_are_rendered_tested_and_reloaded(nginx: Nginx) -> None:
     nginx.set_weights({"blue": 75, "green": 25})
     assert nginx.weights() == {"blue": 75, "green": 25}
 
-    def shifted() -> bool:  # old workers finish their connections before the new config serves all
-        return colors_seen(nginx, 40) == Counter(blue=30, green=10)
+    def serves(expected: Counter[str]) -> bool:
+        # Old workers close their kept-alive connections after a reload, so a request in that
+        # window may be reset (the cost of reloads that BENCHMARKS.md measures); ask again.
+        try:
+            return colors_seen(nginx, sum(expected.values())) == expected
+        except httpx.TransportError:
+            return False
 
     from tests.conftest import wait_for
 
-    assert wait_for(shifted, timeout=10, interval=0.2)
+    assert wait_for(lambda: serves(Counter(blue=30, green=10)), timeout=10, interval=0.2)
     nginx.set_weights({"blue": 0, "green": 100})
-    assert wait_for(lambda: colors_seen(nginx, 20) == Counter(green=20), timeout=10, interval=0.2)
+    assert wait_for(lambda: serves(Counter(green=20)), timeout=10, interval=0.2)
 
 
 def test_stats_come_from_the_access_log(nginx: Nginx) -> None:

@@ -88,7 +88,7 @@ def test_a_release_and_a_rollback_run_from_the_installed_wheel(installed: Instal
         assert released.returncode == 0, released.stderr
         doc = json.loads(released.stdout)
         gate = next(s for s in doc["steps"] if s["name"] == "gate")
-        assert doc["status"] == "promoted" and gate["quality"]["candidate"] >= 0.9  # the bundled holdout
+        assert doc["status"] == "promoted" and gate["quality"]["candidate"]["accuracy"] >= 0.9  # the bundled holdout
         answer = httpx.post(f"{project.proxy_url}/predict", json={"features": [5.1, 3.5, 1.4, 0.2]}, timeout=10)
         assert answer.json()["model_version"] == "v2"
         back = run("rollback", "--json")
