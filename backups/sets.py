@@ -88,14 +88,21 @@ class BackupStore:
             raise BackupError(f"cannot create a backup set in {self.directory}: {exc}",
                               "check free space (df -h) and permissions of backups.dir") from None
         try:
-            progress(f"snapshot of the database ({'sqlite' if self.sources.sqlite_path else 'postgresql'})")
-            if self.sources.sqlite_path is not None:
+            files = []
+            db_file: str | None
+            db: dict[str, object]
+            if not self.sources.database_url:  # a model server with no application database: config only
+                db_file, db = None, {"engine": "none", "row_counts": {}, "source": ""}
+            elif self.sources.sqlite_path is not None:
+                progress("snapshot of the database (sqlite)")
                 db_file = "database.sqlite"
                 db = sqlite.snapshot(self.sources.sqlite_path, work / db_file)
             else:
+                progress("snapshot of the database (postgresql)")
                 db_file = "database.dump"
                 db = postgres.snapshot(self.sources.database_url, work / db_file, self.sources.lock_wait_timeout)
-            files = [self._describe(work / db_file, db_file, str(db["source"]))]
+            if db_file is not None:
+                files.append(self._describe(work / db_file, db_file, str(db["source"])))
             for name, source in sorted(self.sources.config_files.items()):
                 if source.exists():
                     copy_file(source, work / name)
@@ -164,8 +171,8 @@ class BackupStore:
             elif path.stat().st_size != f["size"] or sha256(path) != f["sha256"]:
                 problems.append(f"{f['name']} does not match its sha256 in the manifest")
         db = backup.manifest["database"]
-        db_path = backup.path / db["file"]
-        if not problems:
+        db_path = backup.path / str(db["file"])
+        if not problems and db["engine"] != "none":
             progress(f"restoring {set_id}'s database into a scratch copy")
             if db["engine"] == "sqlite":
                 with tempfile.TemporaryDirectory(prefix="bluegreen-verify-") as tmp:
@@ -195,12 +202,17 @@ class BackupStore:
         safety = self.create(reason=f"safety snapshot before restoring {set_id}" + (f": {reason}" if reason else ""),
                              kind="safety", progress=progress)
         db = backup.manifest["database"]
-        progress(f"restoring the database from {set_id}")
-        if db["engine"] == "sqlite":
+        if db["engine"] != "none" and not self.sources.database_url:
+            raise BackupError(f"{set_id} holds a {db['engine']} database but database.url is empty")
+        if db["engine"] == "none":
+            pass  # config files only
+        elif db["engine"] == "sqlite":
+            progress(f"restoring the database from {set_id}")
             if self.sources.sqlite_path is None:
                 raise BackupError(f"{set_id} holds a SQLite database but database.url is PostgreSQL")
             sqlite.restore(backup.path / db["file"], self.sources.sqlite_path)
         else:
+            progress(f"restoring the database from {set_id}")
             postgres.restore(self.sources.database_url, backup.path / db["file"], db["row_counts"])
         for f in backup.manifest["files"]:
             target = self.sources.config_files.get(f["name"])

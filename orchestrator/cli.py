@@ -460,8 +460,9 @@ def backup_create(
         _emit(backup.to_dict())
         return
     db = backup.manifest["database"]
-    typer.echo(f"backup set {backup.id}: {db['engine']} {sum(db['row_counts'].values())} rows in "
-               f"{len(db['row_counts'])} tables, {len(backup.manifest['files'])} files")
+    what = ("no application database" if db["engine"] == "none" else
+            f"{db['engine']} {sum(db['row_counts'].values())} rows in {len(db['row_counts'])} tables")
+    typer.echo(f"backup set {backup.id}: {what}, {len(backup.manifest['files'])} files")
 
 
 @backup_app.command("list")

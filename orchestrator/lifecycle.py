@@ -80,6 +80,7 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
             assert current is not None
             dep.state.record_environment(live, image, version, current.id, current.port, env)
             dep.state.set_live(live, weights)
+            publish_scrape_targets(dep)
         except BaseException:
             if started_proxy:
                 dep.proxy.stop()
@@ -88,6 +89,29 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
             raise
         audit.notes.append(", ".join(changed) if changed else "already up; nothing changed")
     return UpResult(live, image, version, dep.proxy_url, changed, round(time.monotonic() - start, 3), notes)
+
+
+def publish_scrape_targets(dep: Deployment) -> None:
+    """Keep analysis.prometheus.targets_file (file_sd) naming both colours' metrics, labelled by colour."""
+    from urllib.parse import urlsplit
+
+    from bluegreen.orchestrator.sources.prometheus import write_targets
+
+    name = dep.settings.analysis.prometheus.targets_file
+    if not name:
+        return
+    targets = {}
+    for color in COLORS:
+        url = dep.metrics_url(color)
+        if url is not None:
+            parts = urlsplit(url)
+            targets[color] = (parts.netloc, parts.path)
+    path = dep.settings.root / name
+    try:
+        write_targets(path, dep.settings.project, targets)
+    except OSError as exc:
+        raise EnvironmentFailed(f"cannot write the Prometheus target file {path}: {exc.strerror}",
+                                "check analysis.prometheus.targets_file") from None
 
 
 def ensure_environment(dep: Deployment, color: str, image: str, version: str,

@@ -25,7 +25,7 @@ from bluegreen.orchestrator.errors import (
     ReleaseFailed,
 )
 from bluegreen.orchestrator.journal import Journal
-from bluegreen.orchestrator.lifecycle import ensure_environment
+from bluegreen.orchestrator.lifecycle import ensure_environment, publish_scrape_targets
 from bluegreen.orchestrator.modelclient import ModelClient
 from bluegreen.orchestrator.plan import Observed, Plan, ReleaseRequest, Step, plan_release
 from bluegreen.orchestrator.ports import require_free
@@ -104,6 +104,7 @@ def release(dep: Deployment, request: ReleaseRequest, progress: Progress = _quie
         the_plan = plan_release(observed, request)
         audit.args.update(version=the_plan.version, to=the_plan.to_color)
         _preflight(dep, the_plan, observed)
+        publish_scrape_targets(dep)
         result = _Executor(dep, the_plan, progress).run()
         audit.notes.append(f"release {result.id}: {result.status}")
         return result
@@ -120,6 +121,9 @@ def _preflight(dep: Deployment, p: Plan, observed: Observed) -> None:
     dep.runtime.require_image(p.image)
     if p.migrations:
         migrations.load(Path(p.migrations))  # refuse misnamed or orphaned files before any change
+    if (p.migrations or p.migrate_up) and not dep.settings.database.url:
+        raise InvalidRequest("the release carries a schema change but database.url is empty (no application "
+                             "database)", "set database.url, or release without --migrations / --migrate-up")
     if dep.runtime.inspect(p.to_color) is None:
         require_free(dep.settings.environments.host, dep.settings.environments.color(p.to_color).port,
                      f"environments.{p.to_color}.port")
@@ -139,6 +143,7 @@ class _Executor:
         self.clients: tuple[ModelClient, ModelClient] | None = None  # candidate, live
         self.holdout: Holdout | None = None
         self.quality_seconds = 0.0
+        self.failed_detail: dict[str, Any] = {}
 
     def run(self) -> ReleaseResult:
         p = self.plan
@@ -160,8 +165,9 @@ class _Executor:
                 _crash_point(step.name, "after")
         except BaseException as exc:
             status, reason, error = self._classify(exc, step)
-            self.journal.step_finished(rid, seq, "failed", {"error": reason})
-            self.steps.append({"name": step.name, "outcome": "failed", "error": reason})
+            detail = {"error": reason, **self.failed_detail}  # what the failed check saw, for the history
+            self.journal.step_finished(rid, seq, "failed", detail)
+            self.steps.append({"name": step.name, "outcome": "failed", **detail})
             self.progress(f"{step.name} failed: {reason}")
             self.progress(f"returning all traffic to {p.from_color}")
             rec = self.journal.get(rid)
@@ -283,6 +289,7 @@ class _Executor:
             for line in report.table():
                 self.progress(f"  {line}")
         if not report.ok:
+            self.failed_detail = {"quality": report.to_dict()}
             raise ReleaseFailed("model quality: " + "; ".join(report.failures))
         return report.to_dict()
 
@@ -302,6 +309,7 @@ class _Executor:
         report = replay.replay(candidate, live, rows, columns, s.analysis.task, r.max_difference, source, r.budget)
         self.progress(report.summary())
         if not report.ok:
+            self.failed_detail = {"replay": report.to_dict()}
             what = "disagree with" if report.task == "classification" else "differ from"
             raise ReleaseFailed(f"replay: {report.difference:.1%} of the candidate's answers to {report.requests} "
                                 f"recorded requests {what} the live model's (limit {report.limit:.0%}, "
@@ -326,6 +334,7 @@ class _Executor:
         result = check.judge(before, check.read(), step.bake)
         self.progress(f"{step.name}: " + "; ".join(result.lines))
         if not result.ok:
+            self.failed_detail = result.detail
             raise ReleaseFailed("; ".join(result.reasons))
         result.detail["quality"] = self._quality(step.name)
         return {"weights": weights, **result.detail}

@@ -50,7 +50,7 @@ class ReplayReport:
 
 def recorded_rows(database_url: str, sqlite_path: Path | None, n: int, width: int | None) -> list[list[float]]:
     """The features of the last ``n`` predictions recorded in the application database, oldest first."""
-    if n <= 0:
+    if n <= 0 or not database_url:
         return []
     query = "SELECT features FROM predictions ORDER BY id DESC LIMIT %s"
     raw: list[str] = []

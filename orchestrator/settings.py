@@ -166,8 +166,8 @@ class DatabaseSettings(_Section):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if not re.match(r"^(sqlite:///.+|postgres(ql)?://.+)$", value):
-            raise ValueError("must start with sqlite:/// or postgresql://")
+        if value and not re.match(r"^(sqlite:///.+|postgres(ql)?://.+)$", value):
+            raise ValueError("must start with sqlite:/// or postgresql://, or be empty (no application database)")
         return value
 
 

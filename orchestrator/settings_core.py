@@ -89,7 +89,7 @@ class DerivedPaths:
     @property
     def sqlite_path(self: _Located) -> Path | None:
         url = str(self.database.url)
-        if not url.startswith("sqlite:///"):
+        if not url.startswith("sqlite:///"):  # PostgreSQL, or no application database
             return None
         return self.root / url[len("sqlite:///") :]
 

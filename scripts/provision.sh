@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[provision] %s\n' "$*" >&2; }
 
 need_pkgs=()
-for pair in dockerd:docker.io haproxy:haproxy nginx:nginx-light debootstrap:debootstrap wrk:wrk hey:hey sqlite3:sqlite3 \
+for pair in dockerd:docker.io haproxy:haproxy nginx:nginx-light debootstrap:debootstrap wrk:wrk hey:hey sqlite3:sqlite3 prometheus:prometheus \
             pg_ctlcluster:postgresql pg_dump:postgresql-client; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_pkgs+=("$pkg")
@@ -62,4 +62,4 @@ fi
 python3 -m compileall -q orchestrator environments backups bluegreen >/dev/null
 
 # The reference images (classifier and regressor, v1 and v2); tags built from these sources are kept.
-bluegreen images build --all
+bluegreen images build --all --examples

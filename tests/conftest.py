@@ -82,7 +82,9 @@ class Project:
 
 def _cleanup_project(project: Project) -> None:
     """Remove every container and proxy process of the project, even after a failed test."""
-    names = [f"{project.name}-blue", f"{project.name}-green"]
+    listed = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=bluegreen.project={project.name}"],
+                            capture_output=True, text=True)
+    names = [f"{project.name}-blue", f"{project.name}-green", *listed.stdout.split()]
     subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
     for pid_file in (project.root / ".bluegreen" / "haproxy" / "haproxy.pid",
                      project.root / ".bluegreen" / "nginx" / "nginx.pid"):
@@ -125,12 +127,25 @@ def docker_client():  # type: ignore[no-untyped-def]
         client.ping()
     except docker.errors.DockerException as exc:
         pytest.fail(f"a Docker engine is required (scripts/provision.sh starts one): {exc}")
-    for tag in ("v1", "v2"):
+    for ref in ("bluegreen-model:v1", "bluegreen-model:v2", "bluegreen-regressor:v1", "bluegreen-regressor:v2"):
         try:
-            client.images.get(f"bluegreen-model:{tag}")
+            client.images.get(ref)
         except docker.errors.ImageNotFound:
-            pytest.fail(f"bluegreen-model:{tag} is missing: run bluegreen images build")
+            pytest.fail(f"{ref} is missing: run bluegreen images build --all")
     return client
+
+
+@pytest.fixture(scope="session")
+def example_images(docker_client):  # type: ignore[no-untyped-def]
+    """The third-party example servers (MLflow, MLServer); fails when they were not built."""
+    import docker
+
+    for ref in ("bluegreen-mlflow:v1", "bluegreen-mlflow:v2", "bluegreen-mlserver:v1", "bluegreen-mlserver:v2"):
+        try:
+            docker_client.images.get(ref)
+        except docker.errors.ImageNotFound:
+            pytest.fail(f"{ref} is missing: run bluegreen images build --examples")
+    return docker_client
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]

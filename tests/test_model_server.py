@@ -349,3 +349,11 @@ def test_prediction_shift_moves_the_answers(start_model: Callable[..., Model]) -
     ids = [p["class_id"] for p in normal.predict({"instances": rows}).json()["predictions"]]
     shifted = [p["class_id"] for p in drifting.predict({"instances": rows}).json()["predictions"]]
     assert shifted == [(i + 1) % 3 for i in ids]
+
+
+def test_faults_can_spare_probes_so_only_user_traffic_sees_them(start_model: Callable[..., Model]) -> None:
+    model = start_model(FAULT_ERROR_RATE="1", FAULT_SPARE_PROBES="1")
+    assert model.predict({"features": [5.1, 3.5, 1.4, 0.2]}).status_code == 500
+    probe = httpx.post(f"{model.url}/predict", json={"features": [5.1, 3.5, 1.4, 0.2]},
+                       headers={"X-Bluegreen-Probe": "gate"}, timeout=10)
+    assert probe.status_code == 200

@@ -17,6 +17,8 @@ Environment:
   FAULT_PREDICTION_SHIFT   predictions moved off the model's: a classifier answers the next class
                            for this share of rows (0..1); a regressor adds this many target
                            standard deviations
+  FAULT_SPARE_PROBES       "1"/"true": the error, latency and shift faults hit user traffic only, not
+                           requests marked X-Bluegreen-Probe (a bug that only real traffic shows)
   FAULT_CRASH_ON_START     "1"/"true": exit with status 3 right after start
   FAULT_UNHEALTHY          "1"/"true": GET /health answers 503 (a server that never becomes healthy)
   STOP_GRACE_SECONDS       on SIGTERM, how long requests in flight may take to finish (default 8)
@@ -80,6 +82,7 @@ def read_config(env: dict[str, str]) -> dict[str, Any]:
         "database_url": env.get("DATABASE_URL", ""),
         "crash": _truthy(env.get("FAULT_CRASH_ON_START", "")),
         "unhealthy": _truthy(env.get("FAULT_UNHEALTHY", "")),
+        "spare_probes": _truthy(env.get("FAULT_SPARE_PROBES", "")),
         "access_log": _truthy(env.get("ACCESS_LOG", "")),
     }
     try:
@@ -323,16 +326,17 @@ class App:
         return _json(404, {"error": f"no route {method} {path}"})
 
     async def predict(self, body: bytes, probe: bool) -> Answer:
-        if self.cfg["latency_ms"]:
+        faults = not (probe and self.cfg["spare_probes"])
+        if faults and self.cfg["latency_ms"]:
             await asyncio.sleep(self.cfg["latency_ms"] / 1000)
-        if self.cfg["error_rate"] and random.random() < self.cfg["error_rate"]:
+        if faults and self.cfg["error_rate"] and random.random() < self.cfg["error_rate"]:
             return _json(500, {"error": "injected fault (FAULT_ERROR_RATE)"})
         try:
             rows, batch = parse_rows(body, self.family.columns)
         except BadRequest as exc:
             return _json(400, {"error": str(exc)})
         preds = self.model.predict(rows)
-        if self.cfg["shift"]:
+        if faults and self.cfg["shift"]:
             preds = shifted(preds, self.cfg["shift"], self.family)
         version, variant = self.cfg["version"], self.cfg["variant"]
         ids: list[int] = []
