@@ -172,9 +172,13 @@ def report(results: list[dict[str, Any]], rate: float, switches: int, bake: str)
                   f"{r['interpreter_floor'] * 1000:.0f} ms")
         rel = r["release"]
         overhead = rel["seconds"] - rel["bake_seconds"] - rel["start_seconds"]
+        gate = next(s for s in rel["steps"] if s["name"] == "gate")
+        replayed = gate.get("replay", {}).get("requests", 0)
         print(f"{r['driver']}: release {rel['seconds']:.2f}s = bake {rel['bake_seconds']:.2f}s + container start "
               f"{rel['start_seconds']:.2f}s + orchestrator {overhead:.2f}s (backup, gate, quality checks, analysis, "
               f"journal); CLI process wall time {r['release_wall']:.2f}s")
+        print(f"{r['driver']}: the gate's quality work (holdout on both colours + {replayed} replayed requests on "
+              f"both) {rel['quality_seconds']:.2f}s")
 
 
 def main() -> None:

@@ -156,7 +156,7 @@ class ModelSettings(_Section):
         if self.profile == "custom":
             missing = [f"model.{k}" for k in REQUIRED_FOR_CUSTOM if getattr(self, k) is None]
             if missing:
-                raise ValueError(f"profile = 'custom' assumes nothing: set {', '.join(missing)}")
+                raise ValueError(f"model.profile = 'custom' assumes nothing: set {', '.join(missing)}")
         return self
 
 
@@ -271,7 +271,8 @@ class AnalysisSettings(_Section):
         known = METRICS[self.task]
         for name in [*self.thresholds, *([self.primary] if self.primary else [])]:
             if name not in known:
-                raise ValueError(f"analysis: {name!r} is not a {self.task} metric (those are {', '.join(known)})")
+                raise ValueError(f"analysis.thresholds / analysis.primary: {name!r} is not a {self.task} metric "
+                                 f"(those are {', '.join(known)})")
         if self.source != "proxy" and (not self.prometheus.url or not self.prometheus.queries):
             raise ValueError(f"analysis.source = {self.source!r} needs analysis.prometheus.url and at least one "
                              "query in [analysis.prometheus.queries]")
@@ -388,7 +389,8 @@ def _describe(exc: ValidationError, env: Mapping[str, str], filename: str) -> st
         source = f"from {upper_env[env_name]}" if env_name in upper_env else f"in {filename}"
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown key {key} ({source})")
-        elif not loc:
+        elif not loc or isinstance(err["input"], dict):
+            # A rule across a whole section: its message names the keys involved.
             lines.append(str(err["msg"]).removeprefix("Value error, "))
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")

@@ -93,7 +93,29 @@ def test_two_services_on_one_port_are_refused(tmp_path: Path) -> None:
          "must be a repository without a tag (the version is the tag)"),
         ('[database]\nurl = "mysql://x"\n',
          "invalid settings: database.url = 'mysql://x' (in bluegreen.toml): "
-         "must start with sqlite:/// or postgresql://"),
+         "must start with sqlite:/// or postgresql://, or be empty (no application database)"),
+        ('[model]\nprofile = "custom"\npredict_path = "/p"\n',
+         "invalid settings: model.profile = 'custom' assumes nothing: set model.ready_path, model.request, "
+         "model.predictions"),
+        ('[model]\nrequest = \'{"rows": 1}\'\n',
+         "invalid settings: model.request = '{\"rows\": 1}' (in bluegreen.toml): "
+         'must contain "$rows", "$flat" or "$records" where the feature rows go'),
+        ('[model]\npredictions = "predictions"\n',
+         "invalid settings: model.predictions = 'predictions' (in bluegreen.toml): "
+         'must be a JSON pointer: "" for the whole value, or /key/0/…'),
+        ('[environments]\ncommand = ["serve", "--grpc", "{port:grpc}"]\n',
+         "invalid settings: environments.command[2] uses {port:grpc} but environments.blue.ports "
+         "and environments.green.ports name no port 'grpc'"),
+        ('[environments.blue]\nport = 8101\nports = { grpc = 8102 }\n[environments.green]\nport = 8102\n'
+         'ports = { grpc = 8202 }\n',
+         "invalid settings: environments.blue.ports.grpc = 8102 is already used by environments.green.port; "
+         "each needs its own port"),
+        ('[analysis]\nthresholds = { rmse = 0.1 }\n',
+         "invalid settings: analysis.thresholds / analysis.primary: 'rmse' is not a classification metric "
+         "(those are accuracy, f1_macro, log_loss)"),
+        ('[analysis]\nsource = "prometheus"\n',
+         "invalid settings: analysis.source = 'prometheus' needs analysis.prometheus.url and at least "
+         "one query in [analysis.prometheus.queries]"),
         ('[proxy]\nhost = "localhost"\n',
          "invalid settings: proxy.host = 'localhost' (in bluegreen.toml): must be an IP address such as 127.0.0.1"),
         ('project = "Has Spaces"\n',
@@ -108,7 +130,7 @@ def test_values_outside_the_rules(tmp_path: Path, text: str, message: str) -> No
 def test_a_bad_database_url_is_shown_without_its_password(tmp_path: Path) -> None:
     err = error_for(write(tmp_path, '[database]\nurl = "mysql://app:hunter2@db:3306/models"\n'))
     assert err.message == ("invalid settings: database.url = 'mysql://app:***@db:3306/models' (in bluegreen.toml): "
-                           "must start with sqlite:/// or postgresql://")
+                           "must start with sqlite:/// or postgresql://, or be empty (no application database)")
 
 
 def test_invalid_toml_names_the_line(tmp_path: Path) -> None:
