@@ -61,8 +61,11 @@ RECIPES = {r.repository: r for r in (
            ("mlflow-skinny>=3,<4", "scikit-learn>=1.4,<2", "pandas>=2,<3", "uvicorn>=0.30,<1"), example=True),
     Recipe("bluegreen-mlserver", "examples/mlserver", ("Dockerfile", "train.py", "settings.json"),
            ("mlserver>=1.6,<2", "mlserver-sklearn>=1.6,<2"), example=True),
+    # HAProxy and nginx from Debian, for the supervised proxy container.
+    Recipe("bluegreen-proxy", "proxy_image", ("Dockerfile",), ()),
 )}
-REFERENCE = [r.repository for r in RECIPES.values() if not r.example]
+PROXY = "bluegreen-proxy"
+REFERENCE = [r.repository for r in RECIPES.values() if not r.example and r.repository != PROXY]
 EXAMPLES = [r.repository for r in RECIPES.values() if r.example]
 DIGEST_LABEL = "bluegreen.source-digest"
 
@@ -226,7 +229,10 @@ def build_images(
     # One cache per requirement set: a changed list never installs from a stale download.
     key = hashlib.sha256(" ".join(recipe.requirements).encode()).hexdigest()[:12]
     wheels = cache_dir() / f"wheels-py311-{key}"
-    download_wheels(wheels, recipe.requirements, progress)
+    if recipe.requirements:
+        download_wheels(wheels, recipe.requirements, progress)
+    else:
+        wheels.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bluegreen-build-") as tmp:
         ctx = Path(tmp)
         folder = resources.files("bluegreen.environments").joinpath(recipe.folder)

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
-import time
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -149,6 +149,8 @@ class DockerRuntime:
                 user=f"{os.getuid()}:{os.getgid()}",
                 volumes={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts},
                 stop_signal="SIGTERM",
+                # A crashed server, a restarted engine or a rebooted host brings the colour back by itself.
+                restart_policy={"Name": "unless-stopped"},
             )
         except docker.errors.ImageNotFound:
             raise ImageNotFound(f"image {image} is not on the Docker engine") from None
@@ -172,7 +174,7 @@ class DockerRuntime:
         self.require_image(image)
         try:
             container = self.client.containers.run(
-                image, command, name=f"{self.project}-task-{os.getpid()}-{int(time.time())}", detach=True,
+                image, command, name=f"{self.project}-task-{secrets.token_hex(4)}", detach=True,
                 network_mode="host", environment=dict(env), labels={f"{LABEL}.project": self.project},
                 user=f"{os.getuid()}:{os.getgid()}",
                 volumes={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts})
@@ -220,6 +222,63 @@ class DockerRuntime:
             return
         except docker.errors.DockerException as exc:
             raise DockerUnavailable(f"docker could not {verb} {color}: {_reason(exc)}") from None
+
+    # -- keeping a warm colour aside while its slot runs a candidate ---------------------------------
+    def stash_name(self, color: str) -> str:
+        return f"{self.name(color)}-stash"
+
+    def stash(self, color: str, timeout: int = 10) -> bool:
+        """Stop the colour's container gracefully and keep it under another name; False when there is none."""
+        import docker
+
+        container = self._get(color)
+        if container is None:
+            return False
+        try:
+            self._remove_named(self.stash_name(color))
+            container.stop(timeout=timeout)
+            container.rename(self.stash_name(color))
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"docker could not set {color} aside: {_reason(exc)}") from None
+        return True
+
+    def has_stash(self, color: str) -> bool:
+        return self._named(self.stash_name(color)) is not None
+
+    def unstash(self, color: str) -> bool:
+        """Give the stashed container its colour's name back and start it; False when there is none."""
+        import docker
+
+        container = self._named(self.stash_name(color))
+        if container is None:
+            return False
+        try:
+            container.rename(self.name(color))
+            container.start()
+        except docker.errors.DockerException as exc:
+            raise EnvironmentFailed(f"docker could not restart {color}'s stashed container: {_reason(exc)}") from None
+        return True
+
+    def discard_stash(self, color: str) -> None:
+        self._remove_named(self.stash_name(color))
+
+    def _named(self, name: str) -> Any:
+        import docker
+
+        try:
+            return self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"docker could not inspect {name}: {_reason(exc)}") from None
+
+    def _remove_named(self, name: str) -> None:
+        import docker
+
+        container = self._named(name)
+        if container is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
 
     def logs(self, color: str, tail: int | None = 100, follow: bool = False) -> Iterator[bytes]:
         import docker

@@ -68,7 +68,9 @@ def parse_buckets(metrics_text: str, histogram: str = "predict_latency_seconds")
 
 
 def snapshot(stats: ServerStats, metrics_text: str, histogram: str = "predict_latency_seconds") -> Snapshot:
-    return Snapshot(responses=stats.responses_total + stats.errors, errors=stats.responses_5xx + stats.errors,
+    """Every attempt the proxy made on the colour counts, including those it retried elsewhere."""
+    return Snapshot(responses=stats.responses_total + stats.errors + stats.retries,
+                    errors=stats.responses_5xx + stats.errors + stats.retries,
                     buckets=parse_buckets(metrics_text, histogram))
 
 
@@ -111,3 +113,38 @@ def judge(before: Snapshot, after: Snapshot, max_error_rate: float, max_p95_ms: 
     if p95_ms is not None and p95_ms > max_p95_ms:
         reasons.append(f"p95 latency {p95_ms:.0f}ms is above {max_p95_ms:.0f}ms")
     return Verdict(ok=not reasons, requests=requests, error_rate=error_rate, p95_ms=p95_ms, reasons=reasons)
+
+
+def wilson_lower(errors: int, n: int, z: float) -> float:
+    """The lower end of the Wilson score interval for an error rate of ``errors`` in ``n``."""
+    if n == 0:
+        return 0.0
+    p = errors / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n))
+
+
+def conclusive_failure(before: Snapshot, now: Snapshot, max_error_rate: float, max_p95_ms: float,
+                       confidence: float, min_evidence: int) -> list[str]:
+    """Reasons to fail a step before its bake ends; empty while the evidence is not conclusive.
+
+    An error rate fails early only when even the lower end of its confidence interval is above the
+    limit, so a healthy candidate is not failed by one unlucky request; latency only once enough
+    requests were observed for a p95 to mean something.
+    """
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(confidence)  # one-sided: is the rate above the limit?
+    requests = max(0, now.responses - before.responses)
+    errors = max(0, now.errors - before.errors)
+    reasons = []
+    if requests >= min_evidence and errors and wilson_lower(errors, requests, z) > max_error_rate:
+        reasons.append(f"error rate {errors / requests:.1%} ({errors} of {requests}) is above {max_error_rate:.1%} "
+                       f"at {confidence:.0%} confidence (the lower bound is {wilson_lower(errors, requests, z):.1%})")
+    observed = (now.buckets[-1][1] - dict(before.buckets).get(now.buckets[-1][0], 0.0)) if now.buckets else 0
+    if observed >= max(min_evidence, 50):
+        p95 = quantile(0.95, before.buckets, now.buckets)
+        if p95 is not None and p95 * 1000 > max_p95_ms:
+            reasons.append(f"p95 latency {p95 * 1000:.0f}ms is above {max_p95_ms:.0f}ms ({observed:.0f} requests)")
+    return reasons

@@ -145,7 +145,10 @@ def _render_status(s: Status) -> None:
         import time
 
         left = max(0, int(float(s.warm["until"]) - time.time()))
-        console.print(f"{s.warm['color']} is kept warm for rollback for {left}s more")
+        standing = " and stands by for failover" if s.standby == s.warm["color"] else ""
+        console.print(f"{s.warm['color']} is kept warm for rollback for {left}s more{standing}")
+    for note in s.notes:
+        console.print(f"[yellow]{note}[/]")
     table = Table()
     for col in ("colour", "weight", "version", "image", "container", "health"):
         table.add_column(col)
@@ -213,6 +216,9 @@ def history(
                       f"{r.from_version} → {r.version}  {r.from_color} → {r.to_color}  [bold]{r.status}[/]{took}")
         marks = {"done": "ok", "skipped": "skipped", "failed": "FAILED", "started": "cut short"}
         console.print("    " + "  ".join(f"{s.name} {marks.get(s.outcome, s.outcome)}" for s in r.steps))
+        changes = r.plan.get("config_changes") or {}
+        if changes:
+            console.print("    config release: " + "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items()))
         if r.reason:
             console.print(f"    reason: {escape(r.reason)}")
     if not releases:
@@ -561,7 +567,7 @@ def images_build(
     as_json: JsonOpt = False,
 ) -> None:
     """Build the reference model images, and the example servers, with no registry."""
-    from bluegreen.environments.images import EXAMPLES, REFERENCE, build_images
+    from bluegreen.environments.images import EXAMPLES, PROXY, REFERENCE, build_images
 
     OPTIONS.json = as_json
     dep = _deployment_or_defaults()
@@ -572,6 +578,9 @@ def images_build(
     for repo in repositories:
         results += build_images(dep.runtime, repo, tag or s.images.tags,
                                 base=s.images.base if base is None else base, force=force, progress=_progress)
+    if every:  # the supervised proxy's image, which has one tag
+        results += build_images(dep.runtime, PROXY, ["latest"], base=s.images.base if base is None else base,
+                                force=force, progress=_progress)
     if as_json:
         _emit([{"image": r.ref, "id": r.id, "built": r.built} for r in results])
         return

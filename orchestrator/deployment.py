@@ -12,7 +12,7 @@ from bluegreen.orchestrator.contract import Contract, resolve
 from bluegreen.orchestrator.health import Probe, probe
 from bluegreen.orchestrator.lock import DeploymentLock
 from bluegreen.orchestrator.proxy import Backend, Proxy
-from bluegreen.orchestrator.proxy.haproxy import HAProxy
+from bluegreen.orchestrator.proxy.haproxy import HAProxy, _socket_path
 from bluegreen.orchestrator.proxy.nginx import Nginx
 from bluegreen.orchestrator.settings_core import COLORS
 from bluegreen.orchestrator.state import StateStore, default_actor
@@ -52,11 +52,23 @@ class Deployment:
     @cached_property
     def proxy(self) -> Proxy:
         p = self.settings.proxy
+        directory = self.settings.state_dir / p.driver
+        supervisor = None
+        if p.supervisor == "container":
+            from bluegreen.orchestrator.proxy.supervise import ContainerSupervisor
+
+            mounts = [directory, _socket_path(directory).parent] if p.driver == "haproxy" else [directory]
+            supervisor = ContainerSupervisor(self.runtime, f"{self.settings.project}-proxy", sorted(set(mounts)))
+        connect_ms = max(1, round(p.connect_timeout * 1000))
         if p.driver == "nginx":
-            return Nginx(self.settings.state_dir / "nginx", p.host, p.port, self.backends(), p.nginx_binary)
+            return Nginx(directory, p.host, p.port, self.backends(), "nginx" if supervisor else p.nginx_binary,
+                         supervisor=supervisor, connect_timeout_ms=connect_ms, failover=p.failover,
+                         shield=p.retry_candidate_failures)
         c = self.contract
-        return HAProxy(self.settings.state_dir / "haproxy", p.host, p.port, self.backends(), p.binary,
-                       p.check_interval_ms, check_path=c.path(c.ready_path), check_status=c.ready_status)
+        return HAProxy(directory, p.host, p.port, self.backends(), "haproxy" if supervisor else p.binary,
+                       p.check_interval_ms, check_path=c.path(c.ready_path), check_status=c.ready_status,
+                       supervisor=supervisor, connect_timeout_ms=connect_ms, failover=p.failover,
+                       shield=p.retry_candidate_failures)
 
     def probe(self, color: str, timeout: float = 1.0) -> Probe:
         """The colour's readiness, as the contract defines it."""

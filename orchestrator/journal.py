@@ -15,7 +15,7 @@ from typing import Any
 from bluegreen.orchestrator.state import StateStore, now
 
 RUNNING = "running"
-FINISHED = ("promoted", "rolled_back", "failed", "aborted", "recovered", "switched")
+FINISHED = ("promoted", "rolled_back", "failed", "aborted", "recovered", "switched", "failed_over", "transient")
 
 
 @dataclass

@@ -67,13 +67,20 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
                 started_container = True
                 changed.append(f"started {live} ({image})")
             weights = {live: 100, other(live): 0}
+            standby = warm_standby(dep, live)
             if dep.proxy.running():
                 if dep.proxy.weights() != weights:
                     dep.proxy.set_weights(weights)
                     changed.append(f"proxy weights set to {weights}")
+                if dep.proxy.standby() != standby:
+                    dep.proxy.set_standby(standby)
+                    changed.append(f"standby set to {standby or 'none'}")
+                if dep.proxy.reconfigure():
+                    changed.append(f"{dep.proxy.name} reloaded with the changed proxy settings")
             else:
+                ensure_proxy_image(dep, progress)
                 progress(f"starting {dep.proxy.name} on {dep.proxy_url}")
-                dep.proxy.start(weights)
+                dep.proxy.start(weights, standby)
                 started_proxy = True
                 changed.append(f"started {dep.proxy.name} on {dep.proxy_url}")
             current = info or dep.runtime.inspect(live)
@@ -89,6 +96,30 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
             raise
         audit.notes.append(", ".join(changed) if changed else "already up; nothing changed")
     return UpResult(live, image, version, dep.proxy_url, changed, round(time.monotonic() - start, 3), notes)
+
+
+def warm_standby(dep: Deployment, live: str) -> str | None:
+    """The colour the proxy should fail over to: the warm previous colour, if it really runs healthy."""
+    warm = dep.state.get_doc("warm")
+    if warm is None or warm.get("color") == live:
+        return None
+    color = str(warm["color"])
+    record = dep.state.environment(color)
+    info = dep.runtime.inspect(color)
+    healthy = bool(record and info and info.running and info.image == record.image and dep.probe(color).healthy)
+    return color if healthy else None
+
+
+def ensure_proxy_image(dep: Deployment, progress: Progress = _quiet) -> None:
+    """The supervised proxy's image, built (offline, about ten seconds) the first time it is needed."""
+    if dep.settings.proxy.supervisor != "container":
+        return
+    from bluegreen.environments.images import PROXY, build_images
+    from bluegreen.orchestrator.proxy.supervise import PROXY_IMAGE
+
+    if not dep.runtime.image_exists(PROXY_IMAGE):
+        progress(f"building {PROXY_IMAGE} (HAProxy and nginx from Debian; once)")
+        build_images(dep.runtime, PROXY, ["latest"], base=dep.settings.images.base, progress=progress)
 
 
 def publish_scrape_targets(dep: Deployment) -> None:

@@ -58,6 +58,12 @@ class Plan:
     migrations: str | None = None
     migrate_up: str | None = None
     migrate_down: str | None = None
+    image_version: str = ""  # what the image itself reports (a config release adds +cfg.<digest> to version)
+    config_changes: dict[str, list[str]] = field(default_factory=dict)  # added/removed/changed keys, never values
+
+    @property
+    def reported_version(self) -> str:
+        return self.image_version or self.version
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -68,6 +74,9 @@ class Plan:
     def describe(self) -> list[str]:
         lines = [f"release {self.image} (version {self.version}) into {self.to_color}; "
                  f"{self.from_color} serves {self.from_image} until then"]
+        if self.config_changes:
+            lines.append("a config release of the live image: " + "; ".join(
+                f"{what} {', '.join(keys)}" for what, keys in self.config_changes.items() if keys))
         for i, step in enumerate(self.steps, 1):
             if step.action == "backup":
                 what = "snapshot the database and the config files (a backup set); stop here if it fails"
@@ -104,7 +113,15 @@ def plan_release(observed: Observed, request: ReleaseRequest) -> Plan:
     version = version_of(request.image, request.version)
     if observed.live_color is None or observed.live_image is None:
         raise InvalidRequest("nothing is live to release against", "bluegreen up   (then release)")
-    if version == observed.live_version:
+    reported, changes = version, {}
+    live_base = image_version(observed.live_version or "")
+    if version == live_base and request.image == observed.live_image:
+        changes = config_changes(observed.live_env, request.env)
+        if not changes:
+            raise InvalidRequest(f"version {observed.live_version} is already live in {observed.live_color} with "
+                                 "these settings", "release another version, or change --env for a config release")
+        version = f"{version}+cfg.{config_digest(request.env)}"
+    elif version == observed.live_version:
         raise InvalidRequest(f"version {version} is already live in {observed.live_color}",
                              "release another version; bluegreen status shows what runs")
     try:
@@ -128,4 +145,25 @@ def plan_release(observed: Observed, request: ReleaseRequest) -> Plan:
     return Plan(image=request.image, version=version, env=dict(request.env), from_color=observed.live_color,
                 to_color=to_color, from_image=observed.live_image, from_version=observed.live_version,
                 from_env=dict(observed.live_env), steps=plan_steps, migrations=request.migrations,
-                migrate_up=request.migrate_up, migrate_down=request.migrate_down)
+                migrate_up=request.migrate_up, migrate_down=request.migrate_down, image_version=reported,
+                config_changes=changes)
+
+
+def image_version(version: str) -> str:
+    """The version an image reports, without a config release's +cfg.<digest>."""
+    return version.split("+cfg.")[0]
+
+
+def config_digest(env: dict[str, str]) -> str:
+    """Names a set of settings without showing them: equal settings, equal digest."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def config_changes(old: dict[str, str], new: dict[str, str]) -> dict[str, list[str]]:
+    """Which keys a config release adds, removes or changes (names only: values may be secrets)."""
+    out = {"added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new)),
+           "changed": sorted(k for k in set(old) & set(new) if old[k] != new[k])}
+    return {k: v for k, v in out.items() if v}

@@ -15,6 +15,7 @@ from pathlib import Path
 from bluegreen.orchestrator import migrations
 from bluegreen.orchestrator.deployment import Deployment
 from bluegreen.orchestrator.errors import BluegreenError, ProxyError, ReleaseFailed
+from bluegreen.orchestrator.health import wait_healthy
 from bluegreen.orchestrator.journal import Journal, ReleaseRecord
 from bluegreen.orchestrator.migrations import SchemaDatabase
 
@@ -70,12 +71,20 @@ def settle(dep: Deployment, rec: ReleaseRecord, status: str, reason: str, progre
         progress(f"the proxy was down: starting it with all traffic on {target}")
         dep.proxy.start(weights)
     progress(f"traffic: 100% {target}")
+    start = rec.find_step("start")
+    stashed = start.detail.get("stashed") if start is not None else None
+    current = dep.runtime.inspect(rec.to_color) if stashed else None
+    still_in_place = bool(stashed and not dep.runtime.has_stash(rec.to_color) and current is not None
+                     and current.image == stashed["image"])  # cut short before it was set aside
     if target == rec.from_color:
-        if rec.find_step("start") is not None:  # only a container this change started is removed
+        if start is not None and not still_in_place:  # only a container this change started is removed
             try:
                 drain_and_remove(dep, rec.to_color)
             except BluegreenError as exc:  # traffic is safe; a leftover container is only untidy
                 reason += f"; could not remove {rec.to_color}: {exc.message}"
+            restored = restore_stashed(dep, rec, progress)
+            if restored:
+                reason += f"; {restored}"
         schema = revert_schema(dep, rec, progress)
         if schema:
             reason += f"; {schema}"
@@ -91,6 +100,41 @@ def settle(dep: Deployment, rec: ReleaseRecord, status: str, reason: str, progre
     dep.state.set_live(target, weights)
     journal.finish(rec.id, final_status, reason)
     return Settled(target, final_status, reason)
+
+
+def restore_stashed(dep: Deployment, rec: ReleaseRecord, progress: Progress = _quiet) -> str:
+    """Bring back the warm colour a release set aside for its candidate: started, healthy, standing by.
+
+    Returns what was done, for the journal ("" when nothing was set aside).
+    """
+    step = rec.find_step("start")
+    stashed = step.detail.get("stashed") if step is not None else None
+    if not stashed or not dep.runtime.has_stash(rec.to_color):
+        return ""
+    color = rec.to_color
+    progress(f"bringing {color} ({stashed['version']}) back: it stays warm for rollback")
+    try:
+        dep.runtime.unstash(color)
+        c = dep.contract
+        wait_healthy(color, dep.url(color), dep.settings.environments.health_timeout,
+                     lambda: _container_problem(dep, color), logs=lambda: dep.runtime.log_tail(color),
+                     path=c.path(c.ready_path), expect=c.ready_status)
+    except BluegreenError as exc:
+        return f"{color} ({stashed['version']}) could not be brought back warm: {exc.message}"
+    info = dep.runtime.inspect(color)
+    if info is not None:
+        dep.state.record_environment(color, stashed["image"], stashed["version"], info.id, info.port,
+                                     dict(stashed.get("env") or {}))
+    if dep.proxy.running():
+        dep.proxy.set_standby(color)
+    return f"{color} ({stashed['version']}) is warm again"
+
+
+def _container_problem(dep: Deployment, color: str) -> str | None:
+    info = dep.runtime.inspect(color)
+    if info is None:
+        return "container disappeared"
+    return None if info.running else f"container exited with code {info.exit_code}"
 
 
 def schema_database(dep: Deployment) -> SchemaDatabase:
@@ -178,6 +222,9 @@ def housekeeping(dep: Deployment, progress: Progress = _quiet) -> list[str]:
                          progress)
         notes.append(f"recovered {rec.kind} {rec.id} (interrupted at {rec.step or 'plan'}): "
                      f"traffic on {settled.color}")
+    from bluegreen.orchestrator import failover
+
+    notes.extend(failover.notice(dep, progress))
     retired = retire(dep, force=False, progress=progress)
     if retired:
         notes.append(f"retired warm {retired}")
@@ -200,6 +247,8 @@ def retire(dep: Deployment, force: bool, progress: Progress = _quiet) -> str | N
         raise ProxyError(f"{color} still has {weights[color]}% of traffic; not retiring it",
                          "bluegreen status; bluegreen recover")
     progress(f"retiring {color} (warm window over)" if not force else f"retiring {color}")
+    if dep.proxy.running():
+        dep.proxy.set_standby(None)
     drain_and_remove(dep, color)
     dep.state.set_doc("warm", None)
     return color

@@ -38,7 +38,7 @@ from bluegreen.orchestrator.recovery import (
     schema_database,
     settle,
 )
-from bluegreen.orchestrator.stepcheck import StepCheck
+from bluegreen.orchestrator.stepcheck import Reading, StepCheck
 
 Progress = Callable[[str], None]
 
@@ -209,7 +209,7 @@ class _Executor:
         if step.action == "migrate":
             return self._migrate(seq)
         if step.action == "start":
-            return self._start()
+            return self._start(seq)
         if step.action == "gate":
             return self._gate()
         if step.action == "shift":
@@ -241,16 +241,36 @@ class _Executor:
             applied.append(m.version)
         return {"to_apply": [m.version for m in todo], "applied": applied}
 
-    def _start(self) -> dict[str, Any]:
+    def _start(self, seq: int) -> dict[str, Any]:
         p = self.plan
         began = time.monotonic()
+        stashed = self._stash_warm(seq)
         info = ensure_environment(self.dep, p.to_color, p.image, p.version, self.progress, p.env, reuse="never")
         self.start_seconds = time.monotonic() - began
         current = info or self.dep.runtime.inspect(p.to_color)
         if current is None:
             raise EnvironmentFailed(f"{p.to_color} disappeared right after it started")
         self.dep.state.record_environment(p.to_color, p.image, p.version, current.id, current.port, p.env)
-        return {"container": current.id, "seconds": round(self.start_seconds, 3)}
+        return {"container": current.id, "seconds": round(self.start_seconds, 3), **stashed}
+
+    def _stash_warm(self, seq: int) -> dict[str, Any]:
+        """The candidate's slot holds the warm previous version: keep it, stopped, for after a failure.
+
+        Written to the journal before it happens, so that a failure, an abort or a crash brings it
+        back (recovery.settle) and rollback stays as fast as it was before the release.
+        """
+        p, dep = self.plan, self.dep
+        warm = dep.state.get_doc("warm")
+        record = dep.state.environment(p.to_color)
+        info = dep.runtime.inspect(p.to_color)
+        if warm is None or warm.get("color") != p.to_color or record is None or info is None or not info.running:
+            return {}
+        note = {"stashed": {"image": record.image, "version": record.version, "env": record.env}}
+        self.journal.step_note(self.rid, seq, note)
+        dep.proxy.set_standby(None)  # it stops standing by while it is set aside
+        self.progress(f"setting {p.to_color} ({record.version}, warm for rollback) aside while {p.version} is tried")
+        dep.runtime.stash(p.to_color)
+        return note
 
     # -- the gate, and quality after each step ---------------------------------------------------
     def _clients(self) -> tuple[ModelClient, ModelClient]:
@@ -264,7 +284,8 @@ class _Executor:
         p, s = self.plan, self.settings
         candidate = self._clients()[0]
         self.holdout = gate.holdout_for(s, self.dep.contract.profile)
-        detail = gate.health(candidate, p.version, s.release.predict_checks, s.release.predict_body, self.holdout,
+        detail = gate.health(candidate, p.reported_version, s.release.predict_checks, s.release.predict_body,
+                             self.holdout,
                              lambda label: self.dep.runtime.image_label(p.image, label))
         self.progress(f"health gate passed: version {detail['version']}, {detail['predict_checks']} predictions")
         began = time.monotonic()
@@ -330,8 +351,12 @@ class _Executor:
             return {"weights": weights, "reason": f"promoted by {self.fast_forward}"}
         check = StepCheck(self.dep, p.to_color, p.from_color)
         before = check.read()
-        self._bake(step.bake)
-        result = check.judge(before, check.read(), step.bake)
+        self._bake(step.bake, check, before)
+        after = check.read()
+        a = self.settings.analysis
+        if a.no_traffic == "pause" and check.user_requests(before, after) < a.min_requests:
+            after = self._pause_for_traffic(step, check, before, after)
+        result = check.judge(before, after, step.bake, self._probe)
         self.progress(f"{step.name}: " + "; ".join(result.lines))
         if not result.ok:
             self.failed_detail = result.detail
@@ -339,17 +364,69 @@ class _Executor:
         result.detail["quality"] = self._quality(step.name)
         return {"weights": weights, **result.detail}
 
-    def _bake(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
+    def _bake(self, seconds: float, check: StepCheck | None = None, before: Reading | None = None) -> None:
+        """Wait out the bake, answering abort/promote, and fail at once when the evidence is conclusive."""
+        began = time.monotonic()
+        deadline = began + seconds
+        interval = self.settings.analysis.sample_interval
+        next_sample = began + interval
         while True:
             self._check_requests()
             if self.fast_forward:
                 return
+            now = time.monotonic()
+            if check is not None and before is not None and now >= next_sample:
+                next_sample = now + interval
+                reasons = check.watch(before)
+                if reasons:
+                    self.bake_seconds += now - began
+                    self.failed_detail = {"detected_after_s": round(now - began, 3)}
+                    raise ReleaseFailed("; ".join(reasons) + f" (after {now - began:.1f}s of a {seconds:g}s bake)")
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            time.sleep(min(POLL, left))
+            time.sleep(min(POLL, left, max(0.0, next_sample - time.monotonic())))
         self.bake_seconds += seconds
+
+    def _pause_for_traffic(self, step: Step, check: StepCheck, before: Reading, after: Reading) -> Reading:
+        """analysis.no_traffic = "pause": wait for enough requests, or for an operator's promote or abort."""
+        a = self.settings.analysis
+        self.progress(f"{step.name}: paused, inconclusive: {check.user_requests(before, after)} of "
+                      f"{a.min_requests} requests; waiting for traffic (or bluegreen promote / bluegreen abort)")
+        deadline = time.monotonic() + a.pause_timeout
+        while time.monotonic() < deadline:
+            self._check_requests()
+            after = check.read()
+            if self.fast_forward or check.user_requests(before, after) >= a.min_requests:
+                return after
+            time.sleep(min(1.0, a.sample_interval * 4))
+        raise ReleaseFailed(f"{step.name} paused {a.pause_timeout:g}s without {a.min_requests} requests "
+                            "(analysis.no_traffic = \"pause\")")
+
+    def _probe(self, n: int) -> tuple[int, int]:
+        """Send ``n`` probe requests to the candidate, at most analysis.probe_rate a second: (sent, failed)."""
+        candidate = self._clients()[0]
+        s = self.settings
+        sent = failed = 0
+        gap = 1.0 / s.analysis.probe_rate
+        for i in range(n):
+            began = time.monotonic()
+            try:
+                if s.release.predict_body:
+                    c = candidate.contract
+                    status, _ = candidate.call("POST", c.path(c.predict_path), s.release.predict_body.encode(),
+                                               probe="step")
+                    failed += status != 200
+                elif self.holdout is not None:
+                    row = self.holdout.x[i % len(self.holdout.x)]
+                    candidate.predict([row], self.holdout.columns, probe="step")
+                else:
+                    break
+            except BluegreenError:
+                failed += 1
+            sent += 1
+            time.sleep(max(0.0, gap - (time.monotonic() - began)))
+        return sent, failed
 
     def _check_requests(self) -> None:
         pending = self.journal.pending_request(self.rid)
@@ -372,8 +449,11 @@ class _Executor:
             previous={"color": p.from_color, "image": p.from_image, "version": p.from_version, "env": p.from_env},
             warm={"color": p.from_color, "until": time.time() + window})
         self.progress(f"promoted: {p.to_color} serves {p.version}; {p.from_color} stays warm for {window:g}s")
+        self.dep.runtime.discard_stash(p.to_color)  # the version before the previous one: no longer a target
         if window == 0:
             retire(self.dep, force=True, progress=self.progress)
+        else:
+            self.dep.proxy.set_standby(p.from_color)
         return {"weights": weights, "warm_window": window}
 
 

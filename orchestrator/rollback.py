@@ -131,6 +131,7 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
             from bluegreen.orchestrator import gate
             from bluegreen.orchestrator.lifecycle import ensure_environment
             from bluegreen.orchestrator.modelclient import ModelClient
+            from bluegreen.orchestrator.plan import image_version
 
             journal.step_started(rid, seq, "start")
             progress(f"{idle} is not warm with {target.version}: starting it")
@@ -143,7 +144,7 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
             journal.step_started(rid, seq, "gate")
             r = dep.settings.release
             with ModelClient(dep.url(idle), dep.contract) as client:
-                gate.health(client, target.version, r.predict_checks, r.predict_body,
+                gate.health(client, image_version(target.version), r.predict_checks, r.predict_body,
                             gate.holdout_for(dep.settings, dep.contract.profile),
                             lambda label: dep.runtime.image_label(target.image, label))
             journal.step_finished(rid, seq, "done")
@@ -151,6 +152,7 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
         journal.step_started(rid, seq, "switch")
         weights = {idle: 100, live: 0}
         dep.proxy.set_weights(weights)
+        dep.proxy.set_standby(live)  # the version rolled back from stays warm, and stands by
         dep.state.switch_live(
             idle, weights,
             previous={"color": live, "image": live_record.image, "version": live_record.version,

@@ -42,6 +42,9 @@ from bluegreen.orchestrator.settings_core import (
 Port = int
 
 
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -61,6 +64,10 @@ class ProxySettings(_Section):
     binary: str = "haproxy"
     nginx_binary: str = "nginx"
     check_interval_ms: int = Field(1000, ge=100, le=60000)
+    supervisor: Literal["container", "process"] = "container"
+    failover: bool = True
+    connect_timeout: Duration = 0.1
+    retry_candidate_failures: bool = False
 
     _host = field_validator("host")(_ip)
 
@@ -185,9 +192,6 @@ class ImagesSettings(_Section):
     base: str = ""
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
 class ReleaseSettings(_Section):
     steps: list[int] = Field(default_factory=lambda: [10, 25, 50, 100])
     bake: Duration = 30.0
@@ -259,7 +263,12 @@ class AnalysisSettings(_Section):
     max_quality_drop: float = Field(0.05, ge=0, le=1)
     thresholds: dict[str, float] = Field(default_factory=dict)
     primary: str = ""
-    min_requests: int = Field(0, ge=0)
+    min_requests: int = Field(20, ge=0)
+    no_traffic: Literal["probe", "pause", "fail"] = "probe"
+    probe_rate: float = Field(100.0, gt=0, le=1000)
+    pause_timeout: Duration = 600.0
+    sample_interval: Duration = 0.25
+    confidence: float = Field(0.99, ge=0.8, lt=1)
     holdout: str = ""
     label_column: str = "label"
     replay: ReplaySettings = ReplaySettings()

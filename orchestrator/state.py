@@ -205,13 +205,17 @@ class StateStore:
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('live_color', ?)", (color,))
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('weights', ?)", (json.dumps(weights),))
 
-    def switch_live(self, color: str, weights: dict[str, int], previous: dict[str, Any],
-                    warm: dict[str, Any]) -> None:
-        """One transaction: the live colour, the one it replaced, and how long that stays warm."""
+    def switch_live(self, color: str, weights: dict[str, int], previous: dict[str, Any] | None,
+                    warm: dict[str, Any] | None) -> None:
+        """One transaction: the live colour, the one it replaced, and how long that stays warm (None: none)."""
         with self.transaction() as conn:
             for key, value in (("live_color", color), ("weights", json.dumps(weights)),
-                               ("previous", json.dumps(previous)), ("warm", json.dumps(warm))):
-                conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+                               ("previous", None if previous is None else json.dumps(previous)),
+                               ("warm", None if warm is None else json.dumps(warm))):
+                if value is None:
+                    conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+                else:
+                    conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- environments ------------------------------------------------------------------------
     def environment(self, color: str) -> EnvironmentRecord | None:

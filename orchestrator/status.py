@@ -37,7 +37,9 @@ class Status:
     environments: dict[str, ColorStatus] = field(default_factory=dict)
     proxy_error: str | None = None
     release: dict[str, Any] | None = None  # the release or rollback in progress (or cut short)
-    warm: dict[str, Any] | None = None  # the previous colour kept running, and until when
+    warm: dict[str, Any] | None = None  # the previous colour kept running, and until when (only if it truly is)
+    standby: str | None = None  # the colour the proxy fails over to, read from the proxy
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,9 +50,11 @@ def status(dep: Deployment) -> Status:
     running = proxy.running()
     weights = None
     proxy_error = None
+    standby = None
     if running:
         try:
             weights = proxy.weights()
+            standby = proxy.standby()
         except ProxyError as exc:
             proxy_error = exc.message
     holder = current_holder(dep.settings.state_dir / "lock")
@@ -65,6 +69,7 @@ def status(dep: Deployment) -> Status:
         lock=holder.describe() if holder else None,
         proxy_error=proxy_error,
         warm=dep.state.get_doc("warm"),
+        standby=standby,
     )
     current = Journal(dep.state).running()
     if current is not None:
@@ -83,4 +88,15 @@ def status(dep: Deployment) -> Status:
             else:
                 cs.health = f"exited ({info.exit_code})" if info.exit_code is not None else info.state
         result.environments[color] = cs
+    warm = result.warm
+    if warm is not None and warm.get("color") != result.live:
+        cs = result.environments[str(warm["color"])]
+        if not cs.healthy:  # "warm" only when it runs and answers: otherwise a rollback is a cold start
+            result.notes.append(f"{warm['color']} was to stay warm for rollback, but its container is "
+                                f"{cs.container} ({cs.health}): a rollback starts it first")
+            result.warm = None
+    live = result.environments.get(result.live or "")
+    if live is not None and not live.healthy and standby is not None:
+        result.notes.append(f"{result.live} does not answer ({live.health}); the proxy sends its traffic to the "
+                            f"standby {standby}. The next bluegreen command makes that official.")
     return result

@@ -8,6 +8,7 @@ and drift (drift.py). Each is recorded in the step's journal detail, whichever f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,14 +60,43 @@ class StepCheck:
         snap = analysis.snapshot(stats, cand_text, self.dep.contract.latency_histogram)
         return Reading(snap, drift.distribution(cand_text), drift.distribution(live_text))
 
-    def judge(self, before: Reading, after: Reading, bake_seconds: float) -> StepResult:
+    def watch(self, before: Reading) -> list[str]:
+        """Reasons to fail now, from the candidate's counters so far (read every sample interval)."""
+        a = self.dep.settings.analysis
+        stats = self.dep.proxy.stats().get(self.candidate)
+        if stats is None:
+            return []
+        text = self._metrics(self.candidate) if self.dep.contract.latency_histogram else ""
+        now = analysis.snapshot(stats, text, self.dep.contract.latency_histogram)
+        return analysis.conclusive_failure(before.proxy, now, a.max_error_rate, a.max_p95_ms, a.confidence,
+                                           max(a.min_requests, 10))
+
+    def user_requests(self, before: Reading, after: Reading) -> int:
+        return max(0, after.proxy.responses - before.proxy.responses)
+
+    def judge(self, before: Reading, after: Reading, bake_seconds: float,
+              probe: Callable[[int], tuple[int, int]] | None = None) -> StepResult:
+        """Every check on the bake's window; ``probe(n)`` sends n probe requests: (sent, failed)."""
         a = self.dep.settings.analysis
         result = StepResult()
+        users = self.user_requests(before, after)
+        missing = max(0, a.min_requests - users)
+        if missing and a.no_traffic == "probe" and probe is not None:
+            sent, failed = probe(missing)
+            result.detail["probe"] = {"requests": sent, "failed": failed}
+            result.lines.append(f"{users} user requests, so {sent} probes ({failed} failed)")
+            if sent and failed / sent > a.max_error_rate:
+                result.reasons.append(f"probe requests: {failed} of {sent} failed (above {a.max_error_rate:.1%})")
+            missing = max(0, missing - sent)
         if a.source in ("proxy", "both"):
-            verdict = analysis.judge(before.proxy, after.proxy, a.max_error_rate, a.max_p95_ms, a.min_requests)
+            verdict = analysis.judge(before.proxy, after.proxy, a.max_error_rate, a.max_p95_ms,
+                                     users + missing if missing else 0)
             result.detail["analysis"] = verdict.to_dict()
             result.reasons += verdict.reasons
             result.lines.append(verdict.summary())
+        elif missing:
+            result.reasons.append(f"only {users} requests reached it during the bake (analysis.min_requests = "
+                                  f"{a.min_requests})")
         if a.source in ("prometheus", "both"):
             from bluegreen.orchestrator.sources import prometheus
 

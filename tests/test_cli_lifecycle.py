@@ -73,7 +73,7 @@ def test_up_serves_predictions_through_haproxy_from_blue_and_records_them(projec
     assert (blue["image"], blue["version"], blue["container"], blue["healthy"]) == (
         "bluegreen-model:v1", "v1", "running", True)
     assert s["environments"]["green"]["container"] == "absent"
-    assert containers(project) == [f"{project.name}-blue"]
+    assert containers(project) == [f"{project.name}-blue", f"{project.name}-proxy"]  # the proxy is supervised too
 
 
 def test_status_shows_the_weights_haproxy_really_has(project: Project) -> None:

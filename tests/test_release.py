@@ -122,18 +122,24 @@ def test_a_good_release_is_promoted_and_the_old_colour_stays_warm(live: Project)
     assert (rec["status"], rec["actor"]) == ("promoted", "tester")
 
 
-def test_a_release_never_reuses_the_warm_colour_as_its_candidate(live: Project) -> None:
-    """Blue still runs v1 (warm); releasing v1 with other settings must start a new container."""
+def test_a_failed_release_leaves_the_rollback_target_warm(live: Project) -> None:
+    """Blue runs v1, warm for rollback; a release into blue sets it aside, never reuses it, and brings it back."""
     assert live.run("release", V2).code == 0
     warm_id = status(live)["environments"]["blue"]["container_id"]
     result = live.run("release", "bluegreen-model:v1", "--env", "MODEL_QUALITY=degraded")
     assert result.code == 11, result.err
     assert "failed at gate: model quality: accuracy 0.6222 is 34.9% worse than the live model's 0.9556" in result.err
-    assert "replacing blue's container (bluegreen-model:v1, running)" in result.err
+    assert "setting blue (v1, warm for rollback) aside while v1 is tried" in result.err
+    assert "starting blue: bluegreen-model:v1" in result.err  # a new container for the candidate
+    assert "bringing blue (v1) back: it stays warm for rollback" in result.err
     s = status(live)
     assert (s["live"], s["weights"]) == ("green", {"blue": 0, "green": 100})
-    assert s["environments"]["blue"]["container_id"] != warm_id
+    blue = s["environments"]["blue"]
+    assert (blue["container_id"], blue["healthy"], s["warm"]["color"], s["standby"]) == (warm_id, True, "blue", "blue")
     assert versions_served(live) == Counter(v2=20)
+    rollback = live.run("rollback", "--json")
+    assert rollback.code == 0, rollback.err
+    assert json.loads(rollback.out)["warm"] is True  # as fast as before the failed release
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(live: Project) -> None:

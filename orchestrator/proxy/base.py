@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from bluegreen.orchestrator.errors import ProxyError
 
 MAX_WEIGHT = 100  # weights are percentages of traffic
+STANDBY = "-standby"  # the suffix of a colour's backup server line, where a driver counts it apart
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class ServerStats:
     responses_5xx: int
     errors: int  # connection and response errors
     avg_response_ms: int
+    # Attempts that failed on this server and were sent again (to another server, with redispatch):
+    # the user saw no error, but the server failed them (a shielded canary's 5xx are counted here).
+    retries: int = 0
 
     @classmethod
     def from_haproxy(cls, row: dict[str, str]) -> ServerStats:
@@ -49,7 +53,8 @@ class ServerStats:
         return cls(status=row.get("status", ""), weight=num("weight"), current_sessions=num("scur"),
                    total_sessions=num("stot"), responses_total=answered, responses_2xx=num("hrsp_2xx"),
                    responses_5xx=num("hrsp_5xx"),
-                   errors=num("econ") + num("eresp"), avg_response_ms=num("rtime"))
+                   errors=num("econ") + num("eresp"), avg_response_ms=num("rtime"),
+                   retries=num("wretr"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,11 +65,15 @@ class Proxy(Protocol):
     config_path: Path
 
     def running(self) -> bool: ...
-    def start(self, weights: dict[str, int]) -> None: ...
+    def start(self, weights: dict[str, int], standby: str | None = None) -> None: ...
     def stop(self, timeout: float = 10.0) -> None: ...
     def set_weights(self, weights: dict[str, int]) -> None: ...
     def weights(self) -> dict[str, int]: ...
     def stats(self) -> dict[str, ServerStats]: ...
+    def set_standby(self, color: str | None) -> None: ...
+    def standby(self) -> str | None: ...
+    def wait_ready(self, timeout: float) -> bool: ...
+    def reconfigure(self) -> bool: ...
 
 
 def check_weights(weights: dict[str, int], names: list[str]) -> None:
@@ -74,6 +83,16 @@ def check_weights(weights: dict[str, int], names: list[str]) -> None:
     bad = {k: v for k, v in weights.items() if not 0 <= v <= MAX_WEIGHT}
     if bad:
         raise ProxyError(f"weights must be 0..{MAX_WEIGHT}: {bad}")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step, synced: a crash leaves the old file or the new one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def output_tail(proc: subprocess.CompletedProcess[str], lines: int = 5) -> str:

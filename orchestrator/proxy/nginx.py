@@ -3,8 +3,11 @@
 A config that fails ``nginx -t`` is never put in place. Open-source nginx has no API to read
 weights or per-server counters, so ``weights`` reads the config the running master loaded (the
 file is only ever replaced by a tested config followed by a reload) and ``stats`` counts the
-access log, which records the upstream each request went to.
-Weights are percentages; nginx takes weights of 1 or more, so 0 is written as ``down``.
+access log, which records the upstream each request went to (read incrementally).
+Weights are percentages; nginx takes weights of 1 or more, so 0 is written as ``down``, and the
+warm previous colour as a ``backup`` server: with ``max_fails=1`` on the live server and
+``proxy_next_upstream`` (POST included: ``non_idempotent``), a request that finds the live colour
+dead is passed to the standby, and the live colour is left alone for ``fail_timeout``.
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 from bluegreen.orchestrator.errors import ProxyError
 from bluegreen.orchestrator.ports import require_free
 from bluegreen.orchestrator.private import private_dir
-from bluegreen.orchestrator.proxy.base import Backend, ServerStats, check_weights, run_tool, stop_process
+from bluegreen.orchestrator.proxy.base import Backend, ServerStats, check_weights
 from bluegreen.orchestrator.proxy.base import output_tail as _tail
+from bluegreen.orchestrator.proxy.supervise import ProcessSupervisor, Supervisor
 
 CONFIG = """\
 # Written by bluegreen. Edit bluegreen.toml, not this file.
@@ -52,104 +55,161 @@ http {{
             proxy_pass http://models;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_next_upstream error timeout http_502 http_503;
+            proxy_connect_timeout {connect_ms}ms;
+            proxy_next_upstream {next_upstream};
+            proxy_next_upstream_tries 3;
         }}
     }}
 }}
 """
-SERVER = re.compile(r"^\s*server (\S+?)(?: weight=(\d+))?( down)?;\s*# (\w+)$", re.MULTILINE)
+SERVER = re.compile(r"^\s*server (\S+?)(?: weight=(\d+))?(?: max_fails=\d+ fail_timeout=\S+)?( down| backup)?;"
+                    r"\s*# (\w+)$", re.MULTILINE)
 
 
 class Nginx:
     name = "nginx"
 
     def __init__(self, directory: Path, host: str, port: int, backends: list[Backend],
-                 binary: str = "nginx") -> None:
+                 binary: str = "nginx", supervisor: Supervisor | None = None, connect_timeout_ms: int = 100,
+                 failover: bool = True, shield: bool = False) -> None:
         self.directory = directory
         self.host = host
         self.port = port
         self.backends = backends
         self.binary = binary
+        self.connect_timeout_ms = connect_timeout_ms
+        self.failover = failover
+        self.shield = shield
         self.config_path = directory / "nginx.conf"
         self.pid_path = directory / "nginx.pid"
         self.access_log = directory / "access.log"
+        self.supervisor: Supervisor = supervisor or ProcessSupervisor(
+            self.pid_path, str(self.config_path), "nginx",
+            "apt-get install nginx-light, or set proxy.nginx_binary in bluegreen.toml")
+        self._log_offset = 0
+        self._counts: dict[str, list[float]] = {b.name: [0, 0, 0, 0, 0.0] for b in backends}
 
-    def render(self, weights: dict[str, int]) -> str:
+    def render(self, weights: dict[str, int], standby: str | None = None) -> str:
         lines = []
         for b in self.backends:
             w = weights.get(b.name, 0)
-            spec = f"weight={w}" if w > 0 else "down"
+            if w > 0:
+                spec = f"weight={w}" + (" max_fails=1 fail_timeout=5s" if self.failover else "")
+            elif self.failover and b.name == standby:
+                spec = "backup"
+            else:
+                spec = "down"
             lines.append(f"        server {b.host}:{b.port} {spec}; # {b.name}")
+        next_upstream = "error timeout http_502 http_503" + (" http_500 http_504" if self.shield else "")
+        if self.failover:
+            next_upstream += " non_idempotent"
         return CONFIG.format(pid=self.pid_path, dir=self.directory, servers="\n".join(lines),
-                             listen=f"{self.host}:{self.port}")
+                             listen=f"{self.host}:{self.port}", connect_ms=self.connect_timeout_ms,
+                             next_upstream=next_upstream)
 
-    def _install(self, weights: dict[str, int]) -> None:
+    def _install(self, weights: dict[str, int], standby: str | None) -> None:
         """Write a candidate config, test it, and only then move it into place."""
         check_weights(weights, [b.name for b in self.backends])
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.directory / "tmp" / sub).mkdir(parents=True, exist_ok=True)
         candidate = self.directory / "nginx.conf.new"
-        candidate.write_text(self.render(weights))
-        test = self._run([self.binary, "-t", "-q", "-c", str(candidate), "-p", str(self.directory)])
+        candidate.write_text(self.render(weights, standby))
+        test = self.supervisor.check([self.binary, "-t", "-q", "-c", str(candidate), "-p", str(self.directory)])
         if test.returncode != 0:
             candidate.unlink()
             raise ProxyError(f"nginx rejected the new configuration; the running one is unchanged: {_tail(test)}")
         os.replace(candidate, self.config_path)
 
-    def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_path.read_text().split()[0])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if b"nginx" in cmdline and str(self.config_path).encode() in cmdline else None
-
     def running(self) -> bool:
-        return self.pid() is not None
+        return self.supervisor.running()
 
-    def start(self, weights: dict[str, int]) -> None:
+    def start(self, weights: dict[str, int], standby: str | None = None) -> None:
         require_free(self.host, self.port, "proxy.port")
         private_dir(self.directory)
-        self._install(weights)
-        started = self._run([self.binary, "-c", str(self.config_path), "-p", str(self.directory)])
-        if started.returncode != 0:
-            raise ProxyError(f"nginx did not start: {_tail(started)}")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not self.running():
+        self._install(weights, standby)
+        argv = [self.binary, "-c", str(self.config_path), "-p", str(self.directory)]
+        if self.supervisor.kind == "container":
+            argv += ["-g", "daemon off;"]
+        self.supervisor.start(argv)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not self._listening():
             time.sleep(0.05)
+        if not self._listening():
+            raise ProxyError("nginx started but does not accept connections on "
+                             f"{self.host}:{self.port}: {_tail_log(self.directory / 'error.log')}")
+
+    def _listening(self) -> bool:
+        import socket
+
         if not self.running():
-            raise ProxyError("nginx started but its master process is not running")
+            return False
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._listening():
+                return True
+            time.sleep(0.05)
+        return self._listening()
 
     def stop(self, timeout: float = 10.0) -> None:
-        pid = self.pid()
-        if pid is None:
-            return
-        stop_process(pid, signal.SIGQUIT, timeout, "nginx")  # SIGQUIT: graceful shutdown
+        self.supervisor.stop(signal.SIGQUIT, timeout)  # SIGQUIT: graceful shutdown
+
+    def _reload(self, weights: dict[str, int], standby: str | None) -> None:
+        if not self.running():
+            raise ProxyError("nginx is not running", "bluegreen up")
+        self._install(weights, standby)
+        self.supervisor.send_signal(signal.SIGHUP)  # graceful reload: new workers take the tested config
+
+    def reconfigure(self) -> bool:
+        """Apply changed settings with a tested config and a graceful reload; False when nothing changed."""
+        weights, standby = self.weights(), self.standby()
+        if self.config_path.read_text() == self.render(weights, standby):
+            return False
+        self._reload(weights, standby)
+        return True
 
     def set_weights(self, weights: dict[str, int]) -> None:
-        pid = self.pid()
-        if pid is None:
-            raise ProxyError("nginx is not running", "bluegreen up")
-        self._install(weights)
-        os.kill(pid, signal.SIGHUP)  # graceful reload: new workers take the tested config
+        self._reload({**self.weights(), **weights}, self.standby())
+
+    def set_standby(self, color: str | None) -> None:
+        if not self.failover or color == self.standby():
+            return
+        self._reload(self.weights(), color)
+
+    def _servers(self) -> list[tuple[str, int, str]]:
+        """(colour, weight, flag) from the loaded config; flag is "", "down" or "backup"."""
+        text = self.config_path.read_text()
+        return [(name, 0 if flag else int(weight or 1), flag.strip()) for _addr, weight, flag, name
+                in SERVER.findall(text)]
 
     def weights(self) -> dict[str, int]:
         if not self.running():
             raise ProxyError("nginx is not running", "bluegreen up")
-        text = self.config_path.read_text()
-        out = {}
-        for _addr, weight, down, name in SERVER.findall(text):
-            out[name] = 0 if down else int(weight or 1)
-        return out
+        return {name: weight for name, weight, _flag in self._servers()}
+
+    def standby(self) -> str | None:
+        return next((name for name, _w, flag in self._servers() if flag == "backup"), None)
 
     def stats(self) -> dict[str, ServerStats]:
         by_addr = {f"{b.host}:{b.port}": b.name for b in self.backends}
-        counts = {b.name: [0, 0, 0, 0, 0.0] for b in self.backends}  # total, 2xx, 5xx, errors, seconds
         try:
-            lines = self.access_log.read_text().splitlines()
+            with open(self.access_log) as fh:
+                if os.fstat(fh.fileno()).st_size < self._log_offset:  # a new log: count from its start
+                    self._log_offset = 0
+                    self._counts = {b.name: [0, 0, 0, 0, 0.0] for b in self.backends}
+                fh.seek(self._log_offset)
+                text = fh.read()
         except FileNotFoundError:
-            lines = []
-        for line in lines:
+            text = ""
+        complete = text[: text.rfind("\n") + 1]  # a line being written is read next time
+        self._log_offset += len(complete.encode())
+        for line in complete.splitlines():
             fields = line.split("|")
             if len(fields) != 3:
                 continue
@@ -159,7 +219,7 @@ class Nginx:
                 name = by_addr.get(addr)
                 if name is None:
                     continue
-                c = counts[name]
+                c = self._counts[name]
                 if status.isdigit():
                     c[0] += 1
                     c[1] += status.startswith("2")
@@ -173,8 +233,12 @@ class Nginx:
                                   current_sessions=0, total_sessions=int(c[0] + c[3]),
                                   responses_total=int(c[0]), responses_2xx=int(c[1]), responses_5xx=int(c[2]),
                                   errors=int(c[3]), avg_response_ms=int(1000 * c[4] / c[0]) if c[0] else 0)
-                for name, c in counts.items()}
+                for name, c in self._counts.items()}
 
-    def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        return run_tool(argv, f"the nginx binary {self.binary!r} is not installed",
-                        "apt-get install nginx-light, or set proxy.nginx_binary in bluegreen.toml")
+
+def _tail_log(path: Path) -> str:
+    try:
+        lines = path.read_text().strip().splitlines()
+    except OSError:
+        return "no error log"
+    return lines[-1] if lines else "no error log lines"
