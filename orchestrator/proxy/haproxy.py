@@ -49,7 +49,7 @@ defaults
     # A request that found its server dead is sent again, to another server.
     retries 3
     option redispatch 1
-    retry-on {retry_on}
+    retry-on {retry_on}{buffer}
 
 frontend models_in
     bind {listen}
@@ -104,7 +104,10 @@ class HAProxy:
         return CONFIG.format(socket=self.socket_path, listen=f"{self.host}:{self.port}", backend=BACKEND,
                              inter=self.check_interval_ms, fastinter=max(100, self.check_interval_ms // 4),
                              check_path=self.check_path, check_status=self.check_status,
-                             connect_ms=self.connect_timeout_ms, retry_on=retry_on, servers="\n".join(lines))
+                             connect_ms=self.connect_timeout_ms, retry_on=retry_on, servers="\n".join(lines),
+                             # A request is replayed (on a dead server's standby, or after a candidate's 5xx)
+                             # only if HAProxy holds all of it: wait for the body before choosing a server.
+                             buffer="\n    option http-buffer-request" if self.shield or self.failover else "")
 
     def _write_config(self, weights: dict[str, int], standby: str | None) -> None:
         private_dir(self.directory)
