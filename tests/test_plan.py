@@ -47,7 +47,8 @@ def test_the_plan_shows_environment_names_but_never_values() -> None:
 @pytest.mark.parametrize(
     ("observed", "request_", "message"),
     [
-        (LIVE_BLUE, ReleaseRequest("m:v1"), "version v1 is already live in blue"),
+        (LIVE_BLUE, ReleaseRequest("m:v1", env={"K": "secret"}), "version v1 is already live in blue with these "
+         "settings"),
         (LIVE_BLUE, ReleaseRequest("m:other", version="v1"), "version v1 is already live in blue"),
         (LIVE_BLUE, ReleaseRequest("m"), "m has no tag to take the version from"),
         (LIVE_BLUE, ReleaseRequest("m:v2", steps=[10, 50, 25, 100]), "steps 10,50,25,100: steps must increase"),
@@ -104,3 +105,13 @@ def test_a_step_fails_on_error_rate_or_latency(errors: int, requests: int, slow:
 def test_too_little_traffic_fails_when_a_minimum_is_set() -> None:
     verdict = judge(Snapshot(0, 0, BUCKETS_0), Snapshot(3, 0, BUCKETS_0), 0.01, 500, min_requests=10)
     assert verdict.reasons == ["only 3 requests reached it during the bake (analysis.min_requests = 10)"]
+
+
+def test_the_live_image_with_other_settings_is_a_config_release() -> None:
+    plan = plan_release(LIVE_BLUE, ReleaseRequest("m:v1", env={"K": "other", "NEW": "1"}))
+    assert plan.version.startswith("v1+cfg.") and plan.reported_version == "v1"
+    assert plan.config_changes == {"added": ["NEW"], "changed": ["K"]}
+    assert "a config release of the live image: added NEW; changed K" in plan.describe()
+    assert "other" not in str(plan.to_dict())  # keys only, never values
+    again = plan_release(LIVE_BLUE, ReleaseRequest("m:v1", env={"K": "other", "NEW": "1"}))
+    assert again.version == plan.version  # the same settings name the same config version
