@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -100,6 +101,13 @@ def load(url: str, rate: float, seconds: float) -> subprocess.Popen[str]:
                             stderr=subprocess.STDOUT, text=True)
 
 
+def finish(hey: subprocess.Popen[str]) -> str:
+    """Stop hey early the way it reports (SIGINT: it prints its summary; SIGTERM would lose it)."""
+    if hey.poll() is None:
+        hey.send_signal(signal.SIGINT)
+    return hey.communicate(timeout=60)[0]
+
+
 def failover(dep: Deployment, rate: float, runs: int) -> list[tuple[float | None, int, int]]:
     out = []
     for _ in range(runs):
@@ -152,8 +160,7 @@ def detection(dep: Deployment, rate: float, error_rate: float, runs: int) -> lis
             if "traffic: 100% blue" in line and shifted is not None:
                 back = time.monotonic()
         proc.wait()
-        hey.terminate()
-        result = parse_hey(hey.communicate(timeout=60)[0])
+        result = parse_hey(finish(hey))
         out.append(((back - shifted) if shifted and back else float("nan"), result.failed, result.requests))
     return out
 
@@ -168,8 +175,7 @@ def shield(root: Path, rate: float, shielded: bool) -> tuple[int, int, str]:
             time.sleep(1)
             rel = dep.run("release", "bluegreen-model:v2", "--env", "FAULT_ERROR_RATE=0.05", "--env",
                           "FAULT_SPARE_PROBES=1", "--steps", "10,25,50,100", "--bake", "3s", check=False)
-            hey.terminate()
-            result = parse_hey(hey.communicate(timeout=60)[0])
+            result = parse_hey(finish(hey))
             verdict = "stopped" if rel.returncode == 11 else f"exit {rel.returncode}"
             return result.failed, result.requests, verdict
         finally:
@@ -188,8 +194,7 @@ def healthy(dep: Deployment, rate: float, n: int) -> tuple[int, int]:
                 failed_releases += 1
                 print(f"  healthy release {i + 1} failed: {rel.stderr.strip().splitlines()[-3:]}")
     finally:
-        hey.terminate()
-        failed_requests = parse_hey(hey.communicate(timeout=60)[0]).failed
+        failed_requests = parse_hey(finish(hey)).failed
     return failed_releases, failed_requests
 
 
@@ -199,7 +204,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--healthy", type=int, default=20)
     parser.add_argument("--drivers", default="haproxy,nginx")
+    parser.add_argument("--only", default="failover,proxy,detection,healthy,shield",
+                        help="which measurements, comma-separated")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     print(f"Load: hey, 16 kept-alive connections at {args.rate:.0f} req/s through the proxy, POST /predict\n")
     with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:
         root = Path(tmp)
@@ -207,19 +215,21 @@ def main() -> None:
             dep = Deployment(root / driver, driver, f"bench-fo-{driver}")
             dep.run("up")
             try:
-                fo = failover(dep, args.rate, args.runs)
-                times = [t for t, _f, _n in fo if t is not None]
-                print(f"{driver}: failover (docker kill of the live colour, v1 standing by), n={len(fo)}")
-                for t, f, n in fo:
-                    print(f"    first answer from the standby after {t * 1000:.0f} ms; {f} failed of {n}"
-                          if t is not None else f"    the standby never answered; {f} failed of {n}")
-                if times:
-                    print(f"  median {statistics.median(times) * 1000:.0f} ms, failed requests median "
-                          f"{statistics.median(f for _t, f, _n in fo):.0f}")
-                back, f, n = proxy_restart(dep, args.rate)
-                print(f"{driver}: kill -9 of the proxy process: answering again after "
-                      f"{'never' if back is None else f'{back * 1000:.0f} ms'}; {f} failed of {n} in 8 s")
-                if driver == "haproxy":
+                if "failover" in only:
+                    fo = failover(dep, args.rate, args.runs)
+                    times = [t for t, _f, _n in fo if t is not None]
+                    print(f"{driver}: failover (docker kill of the live colour, v1 standing by), n={len(fo)}")
+                    for t, f, n in fo:
+                        print(f"    first answer from the standby after {t * 1000:.0f} ms; {f} failed of {n}"
+                              if t is not None else f"    the standby never answered; {f} failed of {n}")
+                    if times:
+                        print(f"  median {statistics.median(times) * 1000:.0f} ms, failed requests median "
+                              f"{statistics.median(f for _t, f, _n in fo):.0f}")
+                if "proxy" in only:
+                    back, f, n = proxy_restart(dep, args.rate)
+                    print(f"{driver}: kill -9 of the proxy process: answering again after "
+                          f"{'never' if back is None else f'{back * 1000:.0f} ms'}; {f} failed of {n} in 8 s")
+                if driver == "haproxy" and "detection" in only:
                     for rate_of_errors in (0.05, 0.5):
                         det = detection(dep, args.rate, rate_of_errors, args.runs)
                         print(f"{driver}: a {rate_of_errors:.0%}-error candidate, 30 s bakes, n={len(det)}: "
@@ -227,12 +237,13 @@ def main() -> None:
                               f"(each: {', '.join(f'{d:.2f}' for d, _f, _n in det)}); user-visible failed "
                               f"requests median {statistics.median(f for _d, f, _n in det):.0f} "
                               f"(each: {', '.join(str(f) for _d, f, _n in det)})")
+                if driver == "haproxy" and "healthy" in only:
                     bad, lost = healthy(dep, args.rate, args.healthy)
                     print(f"{driver}: {args.healthy} healthy releases under load: {bad} rolled back; "
                           f"{lost} failed requests")
             finally:
                 dep.run("down", check=False)
-        for shielded in (False, True):
+        for shielded in (False, True) if "shield" in only else ():
             f, n, verdict = shield(root, args.rate, shielded)
             print(f"haproxy: a 5%-error candidate, shield {'on ' if shielded else 'off'}: {f} user-visible failed "
                   f"of {n}; release {verdict}")

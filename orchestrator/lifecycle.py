@@ -213,8 +213,8 @@ def down(dep: Deployment, progress: Progress = _quiet) -> DownResult:
         stopped = []
         if dep.proxy.running():
             progress(f"stopping {dep.proxy.name}")
-            dep.proxy.stop()
             stopped.append(dep.proxy.name)
+        dep.proxy.stop()  # also removes a supervised proxy that is not running (crashed, engine stopped)
         errors = []
         for color in COLORS:
             if dep.runtime.inspect(color) is not None:

@@ -109,9 +109,11 @@ def test_a_dead_live_colour_fails_over_to_the_warm_one_with_no_command(released:
     assert len(logs) == 1 and "listening on" in logs[0].read_text()
 
 
-def test_the_proxy_comes_back_by_itself_with_the_weights_in_force(project: Project, docker_client: Any) -> None:
-    """kill -9 of the HAProxy process: its container restarts it, with the config it last wrote."""
-    project.env.update({"BLUEGREEN_RELEASE__BAKE": "0.2s"})
+@pytest.mark.parametrize("driver", ["haproxy", "nginx"])
+def test_the_proxy_comes_back_by_itself_with_the_weights_in_force(project: Project, docker_client: Any,
+                                                                   driver: str) -> None:
+    """kill -9 of the proxy process (after reloads): its container restarts it, with the config it last wrote."""
+    project.env.update({"BLUEGREEN_RELEASE__BAKE": "0.2s", "BLUEGREEN_PROXY__DRIVER": driver})
     assert project.run("up").code == 0
     assert project.run("release", V2, "--steps", "100").code == 0
     pid = int(subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", f"{project.name}-proxy"],

@@ -134,15 +134,22 @@ class ContainerSupervisor:
         return bool(container is not None and container.status == "running")
 
     def send_signal(self, sig: signal.Signals) -> None:
+        """Signal the proxy process from inside its container (a reload).
+
+        Not through Docker's kill API: the engine counts any signal sent that way as a manual stop,
+        and would then no longer restart the container when the proxy crashes.
+        """
         import docker
 
         container = self._container()
         if container is None:
             raise ProxyError(f"the proxy container {self.name} does not exist", "bluegreen up")
         try:
-            container.kill(signal=int(sig))
+            code, output = container.exec_run(["sh", "-c", f"kill -s {sig.name[3:]} 1"])
         except docker.errors.DockerException as exc:
             raise ProxyError(f"docker could not signal the proxy container {self.name}: {exc}") from None
+        if code != 0:
+            raise ProxyError(f"signalling the proxy in {self.name} failed: {output.decode(errors='replace')}")
 
     def stop(self, graceful: signal.Signals, timeout: float) -> None:
         """Stop for good: no restart, the graceful signal, then remove (forcing it if it lingers)."""
