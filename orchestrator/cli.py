@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,6 +27,7 @@ class Options:
     config: Path | None = None
     verbose: bool = False
     json: bool = False
+    deployments: list[Deployment] = field(default_factory=list)
 
 
 OPTIONS = Options()
@@ -61,7 +62,17 @@ def _deployment() -> Deployment:
     from bluegreen.orchestrator import settings_cache
     from bluegreen.orchestrator.deployment import Deployment
 
-    return Deployment(settings_cache.load(OPTIONS.config))
+    dep = Deployment(settings_cache.load(OPTIONS.config))
+    OPTIONS.deployments.append(dep)
+    return dep
+
+
+def _flush_notifications() -> None:
+    """Give queued notifications their chance before the process ends (the work itself is done)."""
+    for dep in OPTIONS.deployments:
+        notifier = dep.__dict__.get("notifier")
+        if notifier is not None:
+            notifier.close(wait=dep.settings.notify.timeout)
 
 
 def _progress(msg: str) -> None:
@@ -452,6 +463,53 @@ def compare(
     typer.echo(f"A = {result.a}, B = {result.b}; {result.seconds:.1f}s, scratch containers removed")
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default: serve.host, "
+                    "127.0.0.1).", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default: serve.port, 9900).",
+                    show_default=False, min=1, max=65535)] = None,
+) -> None:
+    """Run the API (rollback, alerts, drills, status, metrics) and the scheduler until stopped."""
+    from bluegreen.orchestrator.serve import serve as run
+    from bluegreen.orchestrator.settings import load_settings
+
+    run(load_settings(OPTIONS.config), host, port)  # validated afresh: the token is a secret, never cached
+
+
+@app.command()
+def drill(as_json: JsonOpt = False) -> None:
+    """Prove now that rollback and restore work, and measure how long recovery takes (RTO)."""
+    from bluegreen.orchestrator.drill import drill as do_drill
+    from bluegreen.orchestrator.errors import DrillFailed
+
+    OPTIONS.json = as_json
+    report = do_drill(_deployment(), progress=_progress)
+    if as_json:
+        _emit(report.to_dict())
+    else:
+        typer.echo(report.summary())
+    if not report.ok:
+        raise DrillFailed(report.summary(), "bluegreen history --limit 3   (runbooks/drills.md)")
+
+
+@app.command()
+def monitor(as_json: JsonOpt = False) -> None:
+    """Show the live and the previous version's quality on labelled predictions now (changes nothing)."""
+    from bluegreen.orchestrator.monitor import check
+
+    OPTIONS.json = as_json
+    report = check(_deployment(), act=False)
+    if as_json:
+        _emit(report.to_dict())
+        return
+    for fig in (report.live, report.previous):
+        if fig is not None:
+            text = ", ".join(f"{k} {v:.4f}" for k, v in fig.metrics.items()) or "no labelled predictions"
+            typer.echo(f"{fig.version}: {fig.labelled} labelled ({fig.source}): {text}")
+    typer.echo(f"verdict: {report.verdict}" + (f" ({'; '.join(report.reasons)})" if report.reasons else ""))
+
+
 @backup_app.command("create")
 def backup_create(
     reason: Annotated[str, typer.Option("--reason", help="Why, kept in the manifest.")] = "",
@@ -607,6 +665,14 @@ def main() -> None:
     """
     _register_only_the_invoked_command(sys.argv[1:])
     try:
+        code = _run()
+    finally:
+        _flush_notifications()
+    sys.exit(code)
+
+
+def _run() -> int:
+    try:
         code = app(standalone_mode=False, prog_name="bluegreen")
     except BluegreenError as exc:
         if OPTIONS.verbose:
@@ -618,17 +684,17 @@ def main() -> None:
         else:
             typer.echo(f"Error: {exc.message}", err=True)
             typer.echo(f"Try: {exc.hint}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except typer.TyperException as exc:
-        sys.exit(_usage_error(exc))
+        return _usage_error(exc)
     except typer.Abort:
         typer.echo("Aborted: nothing was changed.", err=True)
-        sys.exit(1)
+        return 1
     except KeyboardInterrupt:
         code = 130
     if code == 130:  # Typer turns Ctrl-C into exit code 130
         typer.echo("Interrupted.", err=True)
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0
 
 
 def _register_only_the_invoked_command(argv: list[str]) -> None:

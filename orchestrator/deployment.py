@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bluegreen.environments.runtime import DockerRuntime, Mount
 from bluegreen.orchestrator.contract import Contract, resolve
@@ -19,6 +19,7 @@ from bluegreen.orchestrator.state import StateStore, default_actor
 
 if TYPE_CHECKING:
     from bluegreen.backups.sets import BackupStore
+    from bluegreen.orchestrator.notify import Notifier
     from bluegreen.orchestrator.settings import Settings
 
 CONTAINER_DATA_DIR = "/data"
@@ -90,6 +91,18 @@ class Deployment:
         sources = Sources(database_url=s.database.url, sqlite_path=s.sqlite_path, config_files=files,
                           lock_wait_timeout=s.backups.lock_wait_timeout)
         return BackupStore(s.root / s.backups.dir, sources)
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        from bluegreen.orchestrator.notify import Notifier
+
+        n = self.settings.notify
+        return Notifier(list(n.webhooks), n.timeout, n.retries)
+
+    def notify(self, event: str, text: str, **fields: Any) -> None:
+        """Tell the [notify] webhooks, in the background (never delays the caller)."""
+        if self.settings.notify.webhooks:
+            self.notifier.notify(event, text, project=self.settings.project, **fields)
 
     def lock(self, operation: str) -> DeploymentLock:
         return DeploymentLock(self.settings.state_dir / "lock").acquire(operation, self.actor)

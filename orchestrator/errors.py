@@ -19,7 +19,8 @@ with the error's ``exit_code``. Adapters catch vendor exceptions (``docker.error
     ├── ReleaseFailed              exit 11  a release failed a check; traffic went back to the old colour
     ├── ReleaseAborted             exit 12  a release was aborted (operator, Ctrl-C); traffic went back
     ├── BackupError                exit 13  a snapshot, verify or restore failed (nothing was changed)
-    └── ContractError              exit 14  a model server does not answer as [model] says it does
+    ├── ContractError              exit 14  a model server does not answer as [model] says it does
+    └── DrillFailed                exit 15  a rollback drill failed (RTO, restore or failed requests)
 
 Exit code 2 is shared with the CLI parser (bad arguments), as Click does; 130 is Ctrl-C.
 """
@@ -117,3 +118,8 @@ class BackupError(BluegreenError):
 class ContractError(BluegreenError):
     exit_code = 14
     default_hint = "bluegreen doctor   (which part of [model] the server does not match; runbooks/model-contract.md)"
+
+
+class DrillFailed(BluegreenError):
+    exit_code = 15
+    default_hint = "bluegreen history --limit 3   (runbooks/drills.md)"

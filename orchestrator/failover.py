@@ -96,6 +96,7 @@ def _make_official(dep: Deployment, dead: str, standby: str, exit_code: int | No
             f"sent its traffic to the standby {standby} ({standby_record.version}), {served} requests so far; "
             f"{standby} is live now" + (f"; {dead}'s logs are in {logs}" if logs else ""))
     journal.finish(rid, "failed_over", text, round(time.monotonic() - began, 3))
+    dep.notify("failover", text, dead=dead, live=standby)
     return text
 
 

@@ -15,7 +15,8 @@ from typing import Any
 from bluegreen.orchestrator.state import StateStore, now
 
 RUNNING = "running"
-FINISHED = ("promoted", "rolled_back", "failed", "aborted", "recovered", "switched", "failed_over", "transient")
+FINISHED = ("promoted", "rolled_back", "failed", "aborted", "recovered", "switched", "failed_over", "transient",
+            "passed")
 
 
 @dataclass

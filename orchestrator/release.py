@@ -7,7 +7,6 @@ traffic back on the colour that was serving, the candidate stopped, the reason r
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from bluegreen.orchestrator.errors import (
     ReleaseAborted,
     ReleaseFailed,
 )
+from bluegreen.orchestrator.faults import crash_point
 from bluegreen.orchestrator.journal import Journal
 from bluegreen.orchestrator.lifecycle import ensure_environment, publish_scrape_targets
 from bluegreen.orchestrator.modelclient import ModelClient
@@ -42,9 +42,6 @@ from bluegreen.orchestrator.stepcheck import Reading, StepCheck
 
 Progress = Callable[[str], None]
 
-# Fault injection for crash-safety tests and drills: "<step>:<before|after>" kills this process
-# with SIGKILL at that point, as a power cut or an OOM kill would.
-CRASH_AT = "BLUEGREEN_FAULT_CRASH_AT"
 POLL = 0.1  # seconds between looks at abort/promote requests while baking
 
 
@@ -158,11 +155,11 @@ class _Executor:
             for seq, step in enumerate(p.steps):
                 self._check_requests()
                 self.journal.step_started(rid, seq, step.name)
-                _crash_point(step.name, "before")
+                crash_point(step.name, "before")
                 detail = self._do(step, seq)
                 self.journal.step_finished(rid, seq, "done" if not detail.get("skipped") else "skipped", detail)
                 self.steps.append({"name": step.name, "outcome": "done", **detail})
-                _crash_point(step.name, "after")
+                crash_point(step.name, "after")
         except BaseException as exc:
             status, reason, error = self._classify(exc, step)
             detail = {"error": reason, **self.failed_detail}  # what the failed check saw, for the history
@@ -173,6 +170,8 @@ class _Executor:
             rec = self.journal.get(rid)
             assert rec is not None
             settle(self.dep, rec, status, reason, self.progress)
+            self.dep.notify("release_failed", f"release {rid} of {p.version} {status} at {step.name}: {reason}",
+                            release=rid, version=p.version, step=step.name, status=status)
             if isinstance(exc, BluegreenError | _Requested | KeyboardInterrupt):
                 raise error from None
             raise
@@ -459,8 +458,3 @@ class _Executor:
 
 def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _crash_point(step: str, phase: str) -> None:
-    if os.environ.get(CRASH_AT) == f"{step}:{phase}":
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bluegreen.orchestrator.deployment import Deployment, other
 from bluegreen.orchestrator.errors import BluegreenError, InvalidRequest, LockHeld, ReleaseFailed
+from bluegreen.orchestrator.faults import crash_point
 from bluegreen.orchestrator.journal import RUNNING, Journal, ReleaseRecord
 from bluegreen.orchestrator.lock import current_holder
 from bluegreen.orchestrator.recovery import colour_ok, housekeeping, retire, revert_schema, settle
@@ -85,8 +86,13 @@ def resolve_target(dep: Deployment, to_version: str | None) -> Target:
 
 
 def rollback(dep: Deployment, to_version: str | None = None, reason: str = "",
-             progress: Progress = _quiet, wait: float = 120.0) -> RollbackResult:
-    """All traffic to the previous version (or ``to_version``); instant when its colour is warm."""
+             progress: Progress = _quiet, wait: float = 120.0, away_from: str | None = None) -> RollbackResult:
+    """All traffic to the previous version (or ``to_version``); instant when its colour is warm.
+
+    ``away_from`` is the version the caller saw live when it asked. When several callers ask at
+    once (an alert storm, a dashboard and a pager), the first rolls back and the others find that
+    version no longer live: they report the rollback already done instead of rolling back again.
+    """
     began = time.monotonic()
     try:
         lock = dep.lock("rollback")
@@ -103,6 +109,14 @@ def rollback(dep: Deployment, to_version: str | None = None, reason: str = "",
         if lock.stale:
             audit.notes.append(f"cleared a stale lock left by {lock.stale.describe()}")
         audit.notes.extend(housekeeping(dep, progress))
+        live = dep.state.live_color()
+        record = dep.state.environment(live) if live else None
+        if away_from is not None and record is not None and record.version != away_from:
+            note = f"already done: {live} serves {record.version}, not {away_from}"
+            audit.notes.append(note)
+            return RollbackResult(None, live or "", record.image, record.version,
+                                  record.env.get("MODEL_VARIANT", "model"), True, round(time.monotonic() - began, 3),
+                                  [note])
         result = _rollback_locked(dep, resolve_target(dep, to_version), reason, progress, began)
         audit.notes.append(f"{result.live} serves {result.version} ({result.variant}); warm: {result.warm}")
         return result
@@ -150,6 +164,7 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
             journal.step_finished(rid, seq, "done")
             seq += 1
         journal.step_started(rid, seq, "switch")
+        crash_point("switch", "before")
         weights = {idle: 100, live: 0}
         dep.proxy.set_weights(weights)
         dep.proxy.set_standby(live)  # the version rolled back from stays warm, and stands by
@@ -172,6 +187,8 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
     if schema:
         notes.append(schema)
     journal.finish(rid, "switched", "; ".join(part for part in (reason, *notes) if part), seconds)
+    dep.notify("rollback", f"rolled back: {idle} serves {target.version} ({target.variant}) in {seconds:.3f}s"
+               + (f": {reason}" if reason else ""), live=idle, version=target.version, seconds=seconds, warm=warm)
     return RollbackResult(rid, idle, target.image, target.version, target.variant, warm, seconds, notes)
 
 

@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -288,6 +289,81 @@ class AnalysisSettings(_Section):
         return self
 
 
+class ServeSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Port = Field(9900, ge=1, le=65535)
+    # The API token: from BLUEGREEN_SERVE__TOKEN or the file token_file, never the settings file.
+    token: SecretStr = SecretStr("")
+    token_file: str = ""
+    events: int = Field(2000, ge=10, le=100000)
+    # How often serve settles what the proxy did alone (failover) and retires the warm colour.
+    watch_interval: Duration = 5.0
+    # A rollback request (without "from") this soon after the last one is a repeat of it.
+    rollback_dedupe: Duration = 5.0
+
+    _host = field_validator("host")(_ip)
+
+
+class AlertRule(_Section):
+    name: str = ""
+    # Alert labels to match: an exact value, or "~<regex>" for a regular expression.
+    match: dict[str, str] = Field(min_length=1)
+    action: Literal["rollback", "abort", "record"]
+
+    @field_validator("match")
+    @classmethod
+    def _regexes_compile(cls, value: dict[str, str]) -> dict[str, str]:
+        for label, pattern in value.items():
+            if pattern.startswith("~"):
+                try:
+                    re.compile(pattern[1:])
+                except re.error as exc:
+                    raise ValueError(f"{label} = {pattern!r} is not a regular expression: {exc}") from None
+        return value
+
+
+class AlertsSettings(_Section):
+    rules: list[AlertRule] = Field(default_factory=list)
+
+
+class DrillsSettings(_Section):
+    schedule: str = ""  # a cron expression (5 fields); empty: drills only on demand
+    max_rto: Duration = 5.0
+    when_busy: Literal["wait", "skip"] = "skip"
+    wait: Duration = 600.0
+    weight: int = Field(10, ge=1, le=50)
+    hold: Duration = 2.0
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if value and len(value.split()) != 5:
+            raise ValueError("must be a cron expression of 5 fields, e.g. '0 3 * * *' (03:00 daily)")
+        return value
+
+
+class MonitorSettings(_Section):
+    interval: Duration = 300.0  # 0: no post-release monitoring
+    window: Duration = 3600.0
+    min_labelled: int = Field(100, ge=1)
+    max_quality_drop: float = Field(0.05, ge=0, le=1)
+    rollback: bool = True
+
+
+class NotifySettings(_Section):
+    webhooks: list[str] = Field(default_factory=list)
+    timeout: Duration = 5.0
+    retries: int = Field(3, ge=0, le=10)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://", url):
+                raise ValueError(f"{url!r} must be an http:// or https:// URL")
+        return value
+
+
 class BackupsSettings(_Section):
     dir: Path = Path(".bluegreen/backups")
     keep: int = Field(10, ge=1)
@@ -313,6 +389,11 @@ class Settings(DerivedPaths, BaseSettings):
     model: ModelSettings = ModelSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     backups: BackupsSettings = BackupsSettings()
+    serve: ServeSettings = ServeSettings()
+    alerts: AlertsSettings = AlertsSettings()
+    drills: DrillsSettings = DrillsSettings()
+    monitor: MonitorSettings = MonitorSettings()
+    notify: NotifySettings = NotifySettings()
     root: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @classmethod
@@ -374,6 +455,9 @@ def load_settings(config: Path | None = None, raw: bytes | None = None) -> Setti
         raise ConfigError(f"{path} is not UTF-8 text", f"fix the encoding of {path}") from None
     if "root" in data:
         raise ConfigError(f"unknown key root in {path.name}", "remove it; paths are relative to the file")
+    if isinstance(data.get("serve"), dict) and "token" in data["serve"]:
+        raise ConfigError(f"serve.token must not be written in {path.name}, where anyone who reads it sees it",
+                          "set BLUEGREEN_SERVE__TOKEN, or name a file with serve.token_file   (runbooks/automation.md)")
     try:
         return Settings(root=path.resolve().parent, **data)
     except ValidationError as exc:

@@ -127,6 +127,10 @@ def _tree(model: Any) -> dict[str, Any]:
             fields[name] = {"sections": {k: _tree(v) for k, v in value.items()}}
         elif isinstance(value, Path):
             fields[name] = {"path": str(value)}
+        elif type(value).__name__ == "SecretStr":
+            fields[name] = {"value": None}  # secrets are never written down: the commands that need one validate
+        elif isinstance(value, list) and value and all(hasattr(type(v), "model_fields") for v in value):
+            fields[name] = {"sections_list": [_tree(v) for v in value]}
         elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
             fields[name] = {"paths": [str(v) for v in value]}
         else:
@@ -171,6 +175,8 @@ def _view(tree: dict[str, Any]) -> _View:
             values[name] = _view(node["section"])
         elif "sections" in node:
             values[name] = {k: _view(v) for k, v in node["sections"].items()}
+        elif "sections_list" in node:
+            values[name] = [_view(v) for v in node["sections_list"]]
         elif "path" in node:
             values[name] = Path(node["path"])
         elif "paths" in node:

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[provision] %s\n' "$*" >&2; }
 
 need_pkgs=()
-for pair in dockerd:docker.io haproxy:haproxy nginx:nginx-light debootstrap:debootstrap wrk:wrk hey:hey sqlite3:sqlite3 prometheus:prometheus \
+for pair in dockerd:docker.io haproxy:haproxy nginx:nginx-light debootstrap:debootstrap wrk:wrk hey:hey sqlite3:sqlite3 prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager \
             pg_ctlcluster:postgresql pg_dump:postgresql-client; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_pkgs+=("$pkg")

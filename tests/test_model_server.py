@@ -357,3 +357,18 @@ def test_faults_can_spare_probes_so_only_user_traffic_sees_them(start_model: Cal
     probe = httpx.post(f"{model.url}/predict", json={"features": [5.1, 3.5, 1.4, 0.2]},
                        headers={"X-Bluegreen-Probe": "gate"}, timeout=10)
     assert probe.status_code == 200
+
+
+def test_feedback_is_stored_beside_its_prediction(start_model: Callable[..., Model]) -> None:
+    model = start_model()
+    one = model.predict({"features": [6.3, 2.5, 5.0, 1.9]}).json()
+    by_id = httpx.post(f"{model.url}/feedback", json={"prediction_id": one["prediction_id"], "actual": 2}, timeout=10)
+    assert by_id.json() == {"prediction_id": one["prediction_id"], "recorded": True}
+    assert httpx.post(f"{model.url}/feedback", json={"prediction_id": 999, "actual": "setosa"},
+                      timeout=10).status_code == 404
+    bad = httpx.post(f"{model.url}/feedback", json={"prediction_id": one["prediction_id"], "actual": "rose"},
+                     timeout=10)
+    assert bad.status_code == 400 and "setosa, versicolor, virginica" in bad.json()["error"]
+    with sqlite3.connect(model.data / "app.db", timeout=60) as conn:
+        assert conn.execute("SELECT prediction_id, actual FROM feedback").fetchall() == [
+            (one["prediction_id"], "virginica")]  # a class id is stored by name, like the prediction

@@ -1,6 +1,8 @@
 """Reference model server: an iris classifier or a diabetes regressor over HTTP (ASGI on uvicorn).
 
-Endpoints: GET /health, GET /version, POST /predict, GET /metrics (Prometheus text).
+Endpoints: GET /health, GET /version, POST /predict, GET /metrics (Prometheus text), and
+POST /feedback {"prediction_id": N, "actual": label or number}: the true outcome of a recorded
+prediction, stored beside it for the post-release monitor.
 Every prediction is recorded in the application database named by DATABASE_URL
 (sqlite:////path/in/container or postgresql://…) before it is answered. A request carrying
 ``X-Bluegreen-Probe`` (bluegreen's own quality checks and replays) is answered but neither
@@ -242,7 +244,7 @@ def shifted(predictions: list[Prediction], shift: float, family: Family) -> list
 
 
 Answer = tuple[int, str, bytes]
-KNOWN_PATHS = ("/health", "/version", "/predict", "/metrics")
+KNOWN_PATHS = ("/health", "/version", "/predict", "/metrics", "/feedback")
 PROBE_HEADER = b"x-bluegreen-probe"
 
 
@@ -315,6 +317,10 @@ class App:
             return _json(200, self.info)
         if method == "GET" and path == "/metrics":
             return 200, "text/plain; version=0.0.4", self.metrics.render(self.info, self.store).encode()
+        if path == "/feedback":
+            if method != "POST":
+                return _json(405, {"error": "use POST"})
+            return await self.feedback(body)
         if path == "/predict":
             if method != "POST":
                 return _json(405, {"error": "use POST"})
@@ -365,6 +371,34 @@ class App:
         if batch:
             return _json(200, {"predictions": results, **common})
         return _json(200, {**results[0], **common})
+
+
+    async def feedback(self, body: bytes) -> Answer:
+        try:
+            doc = json.loads(body or b"null")
+        except ValueError:
+            return _json(400, {"error": "body must be JSON"})
+        if not isinstance(doc, dict) or not isinstance(doc.get("prediction_id"), int) or "actual" not in doc:
+            return _json(400, {"error": 'body must be {"prediction_id": N, "actual": label or number}'})
+        actual = doc["actual"]
+        if self.family.task == "classification":
+            if isinstance(actual, int) and not isinstance(actual, bool) and 0 <= actual < len(self.family.classes):
+                actual = self.family.classes[actual]  # a class id, stored by name like the prediction
+            if actual not in self.family.classes:
+                return _json(400, {"error": f"actual must be one of {', '.join(self.family.classes)} or its id"})
+        elif not isinstance(actual, int | float) or isinstance(actual, bool):
+            return _json(400, {"error": "actual must be a number"})
+        if self.store.kind == "none":
+            return _json(503, {"error": "no application database to record feedback in (DATABASE_URL)"})
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            found = await self.store.feedback(doc["prediction_id"], str(actual) if isinstance(actual, str)
+                                              else repr(float(actual)), now)
+        except Exception:
+            return _json(503, {"error": "could not record the feedback: database unavailable"})
+        if not found:
+            return _json(404, {"error": f"no prediction {doc['prediction_id']}"})
+        return _json(200, {"prediction_id": doc["prediction_id"], "recorded": True})
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -2,7 +2,9 @@
 
 ``predictions`` (id, created_at, model_version, variant, features, prediction, score) is created
 when missing, in SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://…``). For a regressor
-``prediction`` holds the number as text and ``score`` the number itself.
+``prediction`` holds the number as text and ``score`` the number itself. ``feedback``
+(prediction_id, actual, created_at) holds the true outcome of a prediction when it becomes known
+(POST /feedback): the post-release monitor measures live quality from the two.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ class PredictionStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.kind = "none" if not url else ("sqlite" if url.startswith("sqlite:///") else "postgresql")
-        self._queue: queue.SimpleQueue[tuple[list[Row], asyncio.AbstractEventLoop, asyncio.Future[list[int]]]
-                                       | None] = queue.SimpleQueue()
+        # A unit of work is ("predict", rows) or ("feedback", (prediction id, actual, time)).
+        self._queue: queue.SimpleQueue[tuple[tuple[str, Any], asyncio.AbstractEventLoop,
+                                             asyncio.Future[list[int]]] | None] = queue.SimpleQueue()
         self._writer_conn: Any = None
         self._ping_conn: Any = None
         self._ping_lock = threading.Lock()
@@ -55,6 +58,8 @@ class PredictionStore:
                 " created_at TEXT NOT NULL, model_version TEXT NOT NULL, variant TEXT NOT NULL,"
                 " features TEXT NOT NULL, prediction TEXT NOT NULL, score REAL NOT NULL)"
             )
+            conn.execute("CREATE TABLE IF NOT EXISTS feedback (prediction_id INTEGER PRIMARY KEY, actual TEXT NOT NULL,"
+                         " created_at TEXT NOT NULL)")
             return conn
         import psycopg
 
@@ -64,6 +69,8 @@ class PredictionStore:
             " created_at TIMESTAMPTZ NOT NULL DEFAULT now(), model_version TEXT NOT NULL,"
             " variant TEXT NOT NULL, features TEXT NOT NULL, prediction TEXT NOT NULL, score REAL NOT NULL)"
         )
+        pg.execute("CREATE TABLE IF NOT EXISTS feedback (prediction_id BIGINT PRIMARY KEY, actual TEXT NOT NULL,"
+                   " created_at TIMESTAMPTZ NOT NULL DEFAULT now())")
         return pg
 
     def open(self) -> None:
@@ -98,9 +105,18 @@ class PredictionStore:
     async def record(self, rows: list[Row]) -> list[int]:
         if self.kind == "none":
             return []
+        return await self._submit(("predict", rows))
+
+    async def feedback(self, prediction_id: int, actual: str, at: str) -> bool:
+        """Record the true outcome of a prediction; False when there is no such prediction."""
+        if self.kind == "none":
+            return False
+        return bool((await self._submit(("feedback", (prediction_id, actual, at))))[0])
+
+    async def _submit(self, work: tuple[str, Any]) -> list[int]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int]] = loop.create_future()
-        self._queue.put((rows, loop, future))
+        self._queue.put((work, loop, future))
         return await future
 
     def _run(self) -> None:
@@ -120,7 +136,7 @@ class PredictionStore:
                     break
                 batch.append(nxt)
             try:
-                ids = self._write([rows for rows, _loop, _future in batch])
+                ids = self._write([work for work, _loop, _future in batch])
             except Exception as exc:
                 print(f"database write failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 with contextlib.suppress(Exception):
@@ -130,26 +146,45 @@ class PredictionStore:
                     loop.call_soon_threadsafe(_fail, future, exc)
                 continue
             self.batches += 1
-            self.rows += sum(len(r) for r in ids)
+            self.rows += sum(len(row_ids) for (work, _l, _f), row_ids in zip(batch, ids, strict=True)
+                             if work[0] == "predict")
             for (_rows, loop, future), row_ids in zip(batch, ids, strict=True):
                 loop.call_soon_threadsafe(_resolve, future, row_ids)
 
-    def _write(self, requests: list[list[Row]]) -> list[list[int]]:
+    def _write(self, batch: list[tuple[str, Any]]) -> list[list[int]]:
+        """One transaction for the whole batch; per unit of work, the new ids (or [found] for feedback)."""
         if self._writer_conn is None:
             self._writer_conn = self._connect()
         conn = self._writer_conn
-        out: list[list[int]] = []
+        mark = "?" if self.kind == "sqlite" else "%s"
+        insert = (f"INSERT INTO predictions (created_at, model_version, variant, features, prediction, score)"
+                  f" VALUES ({', '.join([mark] * 6)})" + ("" if self.kind == "sqlite" else " RETURNING id"))
+        exists = f"SELECT 1 FROM predictions WHERE id = {mark}"
+        upsert = (f"INSERT INTO feedback (prediction_id, actual, created_at) VALUES ({mark}, {mark}, {mark})"
+                  " ON CONFLICT (prediction_id) DO UPDATE SET actual = excluded.actual,"
+                  " created_at = excluded.created_at")
+
+        def run(cur: Any) -> list[list[int]]:
+            out: list[list[int]] = []
+            for kind, work in batch:
+                if kind == "predict":
+                    ids = []
+                    for row in work:
+                        done = cur.execute(insert, row)  # sqlite3: a new cursor; psycopg: the same one
+                        ids.append(int(done.lastrowid) if self.kind == "sqlite" else int(done.fetchone()[0]))
+                    out.append(ids)
+                else:
+                    prediction_id, actual, at = work
+                    found = cur.execute(exists, (prediction_id,)).fetchone() is not None
+                    if found:
+                        cur.execute(upsert, (prediction_id, actual, at))
+                    out.append([int(found)])
+            return out
+
         if self.kind == "sqlite":
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for rows in requests:
-                    ids = []
-                    for row in rows:
-                        cur = conn.execute(
-                            "INSERT INTO predictions (created_at, model_version, variant, features, prediction,"
-                            " score) VALUES (?, ?, ?, ?, ?, ?)", row)
-                        ids.append(int(cur.lastrowid))
-                    out.append(ids)
+                out = run(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -157,15 +192,7 @@ class PredictionStore:
                 raise
             return out
         with conn.transaction(), conn.cursor() as cur:
-            for rows in requests:
-                ids = []
-                for row in rows:
-                    cur.execute(
-                        "INSERT INTO predictions (created_at, model_version, variant, features, prediction, score)"
-                        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id", row)
-                    ids.append(int(cur.fetchone()[0]))
-                out.append(ids)
-        return out
+            return run(cur)
 
 
 def _resolve(future: asyncio.Future[list[int]], ids: list[int]) -> None:

@@ -1,0 +1,215 @@
+"""The API: rollback, abort, promote, status, history, backups, drills, events, the Alertmanager
+webhook, Prometheus metrics.
+
+Every endpoint but ``/metrics`` and ``/healthz`` needs ``Authorization: Bearer <token>``, compared
+in constant time; a token in the URL is refused (URLs end up in logs). A refusal changes nothing:
+401 without a valid token, 422 naming the field of a malformed body, 409 with the lock's holder
+while another change runs. Each request works on its own ``Deployment`` built from settings loaded
+once, so no start-up cost stands between a rollback request and the switch.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from bluegreen.orchestrator.deployment import Deployment
+from bluegreen.orchestrator.errors import BluegreenError, InvalidRequest, LockHeld
+from bluegreen.orchestrator.events import EventLog
+
+STATUS = {LockHeld: 409, InvalidRequest: 409}
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RollbackBody(Body):
+    reason: str = Field("", max_length=1000)
+    to: str | None = Field(None, description='A version from history, "baseline", or null for the previous one.')
+    away_from: str | None = Field(None, alias="from", description="The version to roll back from; without it, a "
+                                  "request within serve.rollback_dedupe of the last rollback counts as a repeat.")
+
+
+class AlertItem(BaseModel):
+    """One alert; the field names are Alertmanager's own (camelCase)."""
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = {}
+    startsAt: str
+    endsAt: str = ""
+    generatorURL: str = ""
+    fingerprint: str = Field(min_length=1)
+
+
+class AlertmanagerPayload(BaseModel):
+    """Alertmanager's webhook body, version 4."""
+
+    version: Literal["4"]
+    groupKey: str
+    status: Literal["firing", "resolved"]
+    receiver: str = ""
+    groupLabels: dict[str, str] = {}
+    commonLabels: dict[str, str] = {}
+    commonAnnotations: dict[str, str] = {}
+    externalURL: str = ""
+    truncatedAlerts: int = 0
+    alerts: list[AlertItem] = Field(min_length=1)
+
+
+class Service:
+    """What the API keeps between requests: the settings, the token, the events, the notifier."""
+
+    def __init__(self, settings: Any, token: str, events: EventLog) -> None:
+        self.settings = settings
+        self.token = token
+        self.events = events
+        self.started = time.time()
+        # Rollback requests are taken one at a time; one that comes within serve.rollback_dedupe of the
+        # last one asked for the same thing (a storm of pagers and dashboards) and is answered "already done".
+        self.rollback_mutex = threading.Lock()
+        self.last_rollback_done = -1e9
+
+    def deployment(self, request: Request) -> Deployment:
+        client = request.client.host if request.client else "unknown"
+        return Deployment(self.settings, actor=f"api@{client}")
+
+
+def create_app(service: Service) -> FastAPI:
+    # The schema and its pages need the token like the rest: they are served under /api.
+    app = FastAPI(title="bluegreen", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
+                  description="Blue/green releases of ML model servers: rollback, alerts, drills, status.")
+
+    def authorized(request: Request) -> None:
+        if any(name in request.query_params for name in ("token", "access_token", "api_key")):
+            raise HTTPException(401, "a token in the URL is refused (URLs are logged): send Authorization: Bearer",
+                                headers={"WWW-Authenticate": "Bearer"})
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), service.token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    auth = [Depends(authorized)]
+
+    @app.middleware("http")
+    async def arrival(request: Request, call_next: Any) -> Any:
+        request.state.arrived = time.monotonic()  # in the event loop, when the request came in
+        return await call_next(request)
+
+    @app.exception_handler(BluegreenError)
+    def _error(request: Request, exc: BluegreenError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=next((code for cls, code in STATUS.items()
+                                                             if isinstance(exc, cls)), 500))
+
+    @app.get("/api/openapi.json", dependencies=auth, include_in_schema=False)
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "uptime_s": round(time.time() - service.started, 1)}
+
+    @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+    def metrics(request: Request) -> PlainTextResponse:
+        from bluegreen.orchestrator.api.metrics import render
+
+        return PlainTextResponse(render(service.deployment(request)), media_type="text/plain; version=0.0.4")
+
+    def _rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
+        from bluegreen.orchestrator.rollback import RollbackResult, rollback
+
+        dep = service.deployment(request)
+        with service.rollback_mutex:
+            repeat = (body.to is None and body.away_from is None and
+                      request.state.arrived - service.last_rollback_done < service.settings.serve.rollback_dedupe)
+            if repeat:
+                live = dep.state.live_color() or ""
+                record = dep.state.environment(live)
+                note = (f"already done: a rollback {request.state.arrived - service.last_rollback_done:.1f}s before "
+                        f"this request left {live} serving {record.version if record else '?'} (send \"from\" to "
+                        "roll back again at once)")
+                return RollbackResult(None, live, record.image if record else "", record.version if record else "",
+                                      "model", True, 0.0, [note]).to_dict()
+            result = rollback(dep, body.to, body.reason or "requested through the API", progress=service.events,
+                              away_from=body.away_from)
+            service.last_rollback_done = time.monotonic()
+            return result.to_dict()
+
+    @app.post("/api/rollback", dependencies=auth)
+    def api_rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
+        """All traffic back to the previous version (or ``to``): a weight switch while it is warm."""
+        return _rollback(request, body)
+
+    @app.post("/api/models/rollback", dependencies=auth)
+    def api_models_rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
+        """The same as /api/rollback, under the path the service's runbooks name."""
+        return _rollback(request, body)
+
+    @app.post("/api/abort", dependencies=auth)
+    def api_abort(request: Request) -> dict[str, Any]:
+        from bluegreen.orchestrator.rollback import request as ask
+
+        return ask(service.deployment(request), "abort", progress=service.events).to_dict()
+
+    @app.post("/api/promote", dependencies=auth)
+    def api_promote(request: Request) -> dict[str, Any]:
+        from bluegreen.orchestrator.rollback import request as ask
+
+        return ask(service.deployment(request), "promote", progress=service.events).to_dict()
+
+    @app.get("/api/status", dependencies=auth)
+    def api_status(request: Request) -> dict[str, Any]:
+        from bluegreen.orchestrator.status import status
+
+        return status(service.deployment(request)).to_dict()
+
+    @app.get("/api/history", dependencies=auth)
+    def api_history(request: Request, limit: int = 20) -> dict[str, Any]:
+        from bluegreen.orchestrator.journal import Journal
+
+        dep = service.deployment(request)
+        limit = max(1, min(limit, 500))
+        return {"releases": [r.to_dict() for r in Journal(dep.state).recent(limit)],
+                "audit": [e.to_dict() for e in dep.state.history(limit)]}
+
+    @app.get("/api/backups", dependencies=auth)
+    def api_backups(request: Request) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in service.deployment(request).backups.all_sets()]
+
+    @app.post("/api/drills", dependencies=auth)
+    def api_drill(request: Request) -> dict[str, Any]:
+        """Run a rollback drill now (skipped, and said so, while a release holds the lock)."""
+        from bluegreen.orchestrator.drill import drill
+
+        return drill(service.deployment(request), progress=service.events).to_dict()
+
+    @app.get("/api/drills", dependencies=auth)
+    def api_drills(request: Request, limit: int = 20) -> list[dict[str, Any]]:
+        from bluegreen.orchestrator.journal import Journal
+
+        journal = Journal(service.deployment(request).state)
+        return [r.to_dict() for r in journal.recent(500) if r.kind == "drill"][: max(1, min(limit, 500))]
+
+    @app.get("/api/events", dependencies=auth)
+    def api_events(after: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
+        """Events after ``after`` (their ids count up); ``wait`` seconds for the first new one."""
+        if wait > 0:
+            return service.events.wait(after, min(wait, 30.0))
+        return service.events.since(after)
+
+    @app.post("/api/alerts", dependencies=auth)
+    def api_alerts(request: Request, payload: AlertmanagerPayload) -> dict[str, Any]:
+        """Alertmanager's webhook: rules decide; the same alert acts once however often it arrives."""
+        from bluegreen.orchestrator.alerts import Alert, handle
+
+        alerts = [Alert(a.status, a.labels, a.fingerprint, a.startsAt) for a in payload.alerts]
+        return handle(service.deployment(request), alerts, service.events).to_dict()
+
+    return app

@@ -1,0 +1,194 @@
+"""Rollback drills: proof, on a timer, that rolling back and restoring still work, and how long they take.
+
+A drill never hurts users and never spends the real rollback target:
+
+- **warm**: while the previous version is warm, the true path: all traffic to it (a real
+  rollback's switch, under the current traffic), then, after the live version passes the health
+  gate again, all traffic back to it. The warm colour stays warm.
+- **canary**: otherwise, the live version is started in the idle colour, gated, given
+  ``drills.weight`` % of traffic for ``drills.hold``, and rolled back; the idle colour is removed.
+
+The recovery time (RTO) is the time from the decision to roll back until the proxy confirms all
+traffic on the target. The newest backup set is verified by restoring it into scratch (one is taken
+first when there is none). A drill fails when the RTO exceeds ``drills.max_rto``, the restore
+fails, or users saw failed requests; it never overlaps a release (``drills.when_busy``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bluegreen.orchestrator.deployment import Deployment, other
+from bluegreen.orchestrator.errors import BluegreenError, LockHeld
+from bluegreen.orchestrator.events import Event, Progress
+from bluegreen.orchestrator.journal import Journal
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass
+class DrillReport:
+    id: int | None
+    kind: str  # warm | canary | skipped
+    ok: bool
+    rto_s: float | None
+    failed_requests: int
+    backup: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if self.kind == "skipped":
+            return f"drill skipped: {'; '.join(self.reasons)}"
+        rto = "n/a" if self.rto_s is None else f"{self.rto_s * 1000:.0f} ms"
+        verdict = "passed" if self.ok else "FAILED: " + "; ".join(self.reasons)
+        return (f"{self.kind} drill {verdict} (RTO {rto}, {self.failed_requests} failed requests, backup "
+                f"{self.backup.get('id', '-')} {'restored' if self.backup.get('ok') else 'NOT restored'})")
+
+
+def _user_failures(dep: Deployment) -> int:
+    """Answers the proxy gave users that were not successes: 5xx relayed plus connection failures."""
+    return sum(s.responses_5xx + s.errors for s in dep.proxy.stats().values())
+
+
+def drill(dep: Deployment, progress: Progress = _quiet) -> DrillReport:
+    """Run one drill, or report why it was skipped (a release holds the lock)."""
+    d = dep.settings.drills
+    deadline = time.monotonic() + (d.wait if d.when_busy == "wait" else 0)
+    while True:
+        try:
+            lock = dep.lock("drill")
+            break
+        except LockHeld as exc:
+            if time.monotonic() >= deadline:
+                return DrillReport(None, "skipped", True, None, 0, reasons=[f"{exc.message} (drills.when_busy = "
+                                                                            f"{d.when_busy!r})"])
+            time.sleep(1.0)
+    with lock, dep.state.action(dep.actor, "drill") as audit:
+        from bluegreen.orchestrator.recovery import housekeeping
+
+        audit.notes.extend(housekeeping(dep, progress))
+        report = _drill_locked(dep, progress)
+        audit.notes.append(report.summary())
+        return report
+
+
+def _drill_locked(dep: Deployment, progress: Progress) -> DrillReport:
+    from bluegreen.orchestrator.lifecycle import warm_standby
+
+    began = time.monotonic()
+    live = dep.state.live_color()
+    record = dep.state.environment(live) if live else None
+    if live is None or record is None:
+        return DrillReport(None, "skipped", True, None, 0, reasons=["nothing is live to drill on"])
+    warm = warm_standby(dep, live)
+    journal = Journal(dep.state)
+    kind = "warm" if warm else "canary"
+    target = warm or other(live)
+    # A canary drill's step is "start": if its process dies, recovery removes the container it started.
+    step = "start" if kind == "canary" else "warm"
+    rid = journal.begin("drill", dep.actor, record.image, record.version, record.env, live, target, record.image,
+                        record.version, record.env, {"steps": [{"name": step}]})
+    journal.step_started(rid, 0, step)
+    failures_before = _user_failures(dep)
+    report = DrillReport(rid, kind, False, None, 0)
+    try:
+        report.rto_s = _warm(dep, live, warm, progress) if warm else _canary(dep, live, record, progress)
+    except BluegreenError as exc:
+        report.reasons.append(f"the drill's rollback failed: {exc.message}")
+        progress(f"putting {live} back as the only live colour")
+        dep.proxy.set_weights({live: 100, other(live): 0})
+    report.failed_requests = max(0, _user_failures(dep) - failures_before)
+    report.backup = _verify_newest_backup(dep, progress)
+    max_rto = dep.settings.drills.max_rto
+    if report.rto_s is not None and report.rto_s > max_rto:
+        report.reasons.append(f"RTO {report.rto_s * 1000:.0f} ms is above drills.max_rto = {max_rto * 1000:.0f} ms")
+    if not report.backup.get("ok"):
+        report.reasons.append(f"the newest backup did not restore: {'; '.join(report.backup.get('problems', []))}")
+    if report.failed_requests:
+        report.reasons.append(f"{report.failed_requests} requests failed during the drill")
+    report.ok = not report.reasons and report.rto_s is not None
+    report.seconds = round(time.monotonic() - began, 3)
+    journal.step_finished(rid, 0, "done" if report.ok else "failed", report.to_dict())
+    journal.finish(rid, "passed" if report.ok else "failed", report.summary(), report.seconds)
+    progress(Event("drill", report.summary(), **report.to_dict()))
+    if not report.ok:
+        dep.notify("drill_failed", report.summary(), **report.to_dict())
+    return report
+
+
+def _switch(dep: Deployment, to: str, away: str) -> float:
+    """All traffic to ``to``; the seconds until the proxy confirms it."""
+    began = time.monotonic()
+    weights = {to: 100, away: 0}
+    dep.proxy.set_weights(weights)
+    deadline = began + 10
+    while dep.proxy.weights() != weights and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return time.monotonic() - began
+
+
+def _warm(dep: Deployment, live: str, warm: str, progress: Progress) -> float:
+    from bluegreen.orchestrator import gate
+    from bluegreen.orchestrator.modelclient import ModelClient
+    from bluegreen.orchestrator.plan import image_version
+
+    progress(f"drill: rolling back to the warm {warm}, under the current traffic")
+    rto = _switch(dep, warm, live)
+    progress(Event("rollback", f"drill: all traffic on {warm} after {rto * 1000:.0f} ms", color=warm, rto_s=rto))
+    record = dep.state.environment(live)
+    assert record is not None
+    r = dep.settings.release
+    with ModelClient(dep.url(live), dep.contract) as client:  # the roll-forward passes the gate again
+        gate.health(client, image_version(record.version), r.predict_checks, r.predict_body,
+                    gate.holdout_for(dep.settings, dep.contract.profile),
+                    lambda label: dep.runtime.image_label(record.image, label))
+    _switch(dep, live, warm)
+    dep.proxy.set_standby(warm)
+    progress(f"drill: rolled forward to {live}; {warm} stays warm")
+    return rto
+
+
+def _canary(dep: Deployment, live: str, record: Any, progress: Progress) -> float:
+    from bluegreen.orchestrator import gate
+    from bluegreen.orchestrator.lifecycle import ensure_environment
+    from bluegreen.orchestrator.modelclient import ModelClient
+    from bluegreen.orchestrator.plan import image_version
+    from bluegreen.orchestrator.recovery import drain_and_remove
+
+    idle = other(live)
+    d, r = dep.settings.drills, dep.settings.release
+    progress(f"drill: no warm previous version; starting {record.version} in {idle}")
+    ensure_environment(dep, idle, record.image, record.version, progress, record.env, reuse="never")
+    try:
+        with ModelClient(dep.url(idle), dep.contract) as client:
+            gate.health(client, image_version(record.version), r.predict_checks, r.predict_body,
+                        gate.holdout_for(dep.settings, dep.contract.profile),
+                        lambda label: dep.runtime.image_label(record.image, label))
+        dep.proxy.set_weights({idle: d.weight, live: 100 - d.weight})
+        time.sleep(d.hold)
+        progress(f"drill: rolling back from {idle} ({d.weight}%)")
+        rto = _switch(dep, live, idle)
+        progress(Event("rollback", f"drill: all traffic on {live} after {rto * 1000:.0f} ms", color=live, rto_s=rto))
+    finally:
+        dep.proxy.set_weights({live: 100, idle: 0})
+        drain_and_remove(dep, idle)
+    return rto
+
+
+def _verify_newest_backup(dep: Deployment, progress: Progress) -> dict[str, Any]:
+    try:
+        sets = [s for s in dep.backups.all_sets() if s.manifest.get("kind") != "safety"]
+        newest = sets[0] if sets else dep.backups.create(reason="taken by a drill", kind="drill", progress=progress)
+        progress(f"drill: restoring backup {newest.id} into scratch")
+        report = dep.backups.verify(newest.id, progress)
+        return {"id": newest.id, "ok": report.ok, "problems": report.problems}
+    except BluegreenError as exc:
+        return {"id": None, "ok": False, "problems": [exc.message]}
