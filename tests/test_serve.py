@@ -425,3 +425,22 @@ def test_the_monitor_rolls_back_a_version_whose_live_quality_dropped(project: Pr
         stop(proc)
     [rec] = [r for r in json.loads(project.run("history", "--json").out)["releases"] if r["kind"] == "rollback"]
     assert rec["reason"].startswith("monitor: accuracy")
+
+
+def test_scheduled_jobs_never_overlap_and_coalesce_missed_runs(tmp_path: Path) -> None:
+    """After downtime a missed drill runs once, not once per miss; a job never runs twice at once."""
+    from bluegreen.orchestrator.events import EventLog
+    from bluegreen.orchestrator.serve import schedule
+    from bluegreen.orchestrator.settings import Settings
+
+    settings = Settings(root=tmp_path, drills={"schedule": "0 3 * * *"}, monitor={"interval": "1m"},
+                        serve={"watch_interval": "1h"})
+    scheduler = schedule(settings, EventLog())
+    try:
+        jobs = {job.id: job for job in scheduler.get_jobs()}
+        assert set(jobs) == {"drill", "monitor", "watch"}
+        for job in jobs.values():
+            assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 3600)
+        assert str(jobs["drill"].trigger) == "cron[month='*', day='*', day_of_week='*', hour='3', minute='0']"
+    finally:
+        scheduler.shutdown(wait=False)
