@@ -96,8 +96,9 @@ def main() -> None:
         cli("up")
         cli("release", "bluegreen-model:v2", "--steps", "100")
         serve_port, am_port = free_ports(2)
-        serve = subprocess.Popen([*BLUEGREEN, "serve", "--port", str(serve_port)], cwd=root, env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(root / "serve.log", "w") as log:
+            serve = subprocess.Popen([*BLUEGREEN, "serve", "--port", str(serve_port)], cwd=root, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=log)
         api = f"http://127.0.0.1:{serve_port}"
         proxy = f"http://127.0.0.1:{proxy_port}"
         headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -110,14 +111,14 @@ def main() -> None:
             live = "v2"
             api_times, cli_times = [], []
             with httpx.Client(timeout=30, headers=headers) as client:
-                for i in range(args.runs):
+                for _ in range(args.runs):
                     wanted = "v1" if live == "v2" else "v2"
                     t0 = time.monotonic()
                     client.post(f"{api}/api/rollback", json={"from": live}).raise_for_status()
                     if (s := switch_time(watcher, t0, wanted)) is not None:
                         api_times.append(s)
                     live = wanted
-                for i in range(args.runs):
+                for _ in range(args.runs):
                     wanted = "v1" if live == "v2" else "v2"
                     t0 = time.monotonic()
                     cli("rollback", *(["--to", wanted] if wanted == "v2" else []))
@@ -153,6 +154,9 @@ def main() -> None:
                     drills.append(report)
             result = parse_hey(finish(hey))
             watcher.close()
+        except Exception:
+            sys.stderr.write((root / "serve.log").read_text()[-4000:])
+            raise
         finally:
             if am is not None:
                 am.terminate()
@@ -171,7 +175,7 @@ def main() -> None:
         for d in drills:
             print(f"drill: {d['kind']} {'passed' if d['ok'] else 'FAILED'}, RTO "
                   f"{(d['rto_s'] or 0) * 1000:.0f} ms, {d['failed_requests']} failed requests, backup "
-                  f"{'restored' if d['backup'].get('ok') else 'not restored'}")
+                  f"{'restored' if d['backup'].get('ok') else 'not restored'}; {'; '.join(d['reasons'])}")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,22 @@ class Deployment:
         self.settings = settings
         self.actor = actor or default_actor()
 
+    SHARED = ("runtime", "contract", "proxy", "state", "backups", "notifier")
+
+    def warm(self) -> Deployment:
+        """Build the adapters a long-running process keeps: engine client, contract, proxy, state."""
+        for name in ("runtime", "contract", "proxy", "state"):
+            getattr(self, name)
+        return self
+
+    def acting_as(self, actor: str) -> Deployment:
+        """The same deployment, its adapters shared (already built ones), under another actor's name."""
+        other = Deployment(self.settings, actor)
+        for name in self.SHARED:
+            if name in self.__dict__:
+                other.__dict__[name] = self.__dict__[name]
+        return other
+
     @cached_property
     def runtime(self) -> DockerRuntime:
         return DockerRuntime(self.settings.project, self.settings.docker.host, self.settings.docker.timeout)

@@ -8,10 +8,12 @@ A drill never hurts users and never spends the real rollback target:
 - **canary**: otherwise, the live version is started in the idle colour, gated, given
   ``drills.weight`` % of traffic for ``drills.hold``, and rolled back; the idle colour is removed.
 
-The recovery time (RTO) is the time from the decision to roll back until the proxy confirms all
-traffic on the target. The newest backup set is verified by restoring it into scratch (one is taken
-first when there is none). A drill fails when the RTO exceeds ``drills.max_rto``, the restore
-fails, or users saw failed requests; it never overlaps a release (``drills.when_busy``).
+The recovery time (RTO) is the time from the decision to roll back until users are served by the
+target: the proxy confirms all traffic on it and, in a warm drill whose server reports its version,
+five answers in a row through the proxy come from the target version. The newest backup set is
+verified by restoring it into scratch (one is taken first when there is none). A drill fails when
+the RTO exceeds ``drills.max_rto``, the restore fails, or users saw failed requests; it never
+overlaps a release (``drills.when_busy``).
 """
 
 from __future__ import annotations
@@ -124,15 +126,42 @@ def _drill_locked(dep: Deployment, progress: Progress) -> DrillReport:
     return report
 
 
-def _switch(dep: Deployment, to: str, away: str) -> float:
-    """All traffic to ``to``; the seconds until the proxy confirms it."""
-    began = time.monotonic()
-    weights = {to: 100, away: 0}
-    dep.proxy.set_weights(weights)
-    deadline = began + 10
-    while dep.proxy.weights() != weights and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return time.monotonic() - began
+def _switch(dep: Deployment, to: str, away: str, expect: str | None = None) -> float:
+    """All traffic to ``to``; the seconds until users are served by it.
+
+    That is until the proxy confirms the weights and, when the contract reads the version from an
+    endpoint and ``expect`` names it, until five answers in a row through the proxy come from it.
+    """
+    from bluegreen.orchestrator.errors import ContractError
+    from bluegreen.orchestrator.modelclient import ModelClient
+
+    check = expect is not None and dep.contract.version_from == "endpoint"
+    with ModelClient(dep.proxy_url, dep.contract, timeout=2) as client:  # made before the clock starts
+        began = time.monotonic()
+        weights = {to: 100, away: 0}
+        dep.proxy.set_weights(weights)
+        deadline = began + 10
+        while dep.proxy.weights() != weights:
+            if time.monotonic() > deadline:
+                raise BluegreenError(f"the proxy did not confirm all traffic on {to} within 10 s",
+                                     "bluegreen status; runbooks/drills.md")
+            time.sleep(0.01)
+        streak_began, streak, seen = time.monotonic(), 0, None
+        while check and streak < 5:
+            if time.monotonic() > deadline:
+                raise BluegreenError(f"10 s after the switch the proxy still answered with version {seen}, "
+                                     f"not {expect}", "bluegreen status; runbooks/drills.md")
+            now = time.monotonic()
+            try:
+                seen = client.version()
+            except ContractError:
+                seen = None
+            if seen == expect:
+                streak_began = now if streak == 0 else streak_began
+                streak += 1
+            else:
+                streak = 0
+    return streak_began - began
 
 
 def _warm(dep: Deployment, live: str, warm: str, progress: Progress) -> float:
@@ -141,7 +170,8 @@ def _warm(dep: Deployment, live: str, warm: str, progress: Progress) -> float:
     from bluegreen.orchestrator.plan import image_version
 
     progress(f"drill: rolling back to the warm {warm}, under the current traffic")
-    rto = _switch(dep, warm, live)
+    warm_record = dep.state.environment(warm)
+    rto = _switch(dep, warm, live, image_version(warm_record.version) if warm_record else None)
     progress(Event("rollback", f"drill: all traffic on {warm} after {rto * 1000:.0f} ms", color=warm, rto_s=rto))
     record = dep.state.environment(live)
     assert record is not None
@@ -175,7 +205,7 @@ def _canary(dep: Deployment, live: str, record: Any, progress: Progress) -> floa
         dep.proxy.set_weights({idle: d.weight, live: 100 - d.weight})
         time.sleep(d.hold)
         progress(f"drill: rolling back from {idle} ({d.weight}%)")
-        rto = _switch(dep, live, idle)
+        rto = _switch(dep, live, idle)  # both colours run the same version: the proxy's word is the measure
         progress(Event("rollback", f"drill: all traffic on {live} after {rto * 1000:.0f} ms", color=live, rto_s=rto))
     finally:
         dep.proxy.set_weights({live: 100, idle: 0})

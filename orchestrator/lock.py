@@ -32,6 +32,12 @@ class LockHolder:
         return f"{self.actor} (pid {self.pid}, bluegreen {self.operation}) since {self.since}"
 
 
+# Operations that hold the lock only briefly (the watcher's housekeeping pass): an acquirer waits up
+# to BRIEF_WAIT for them instead of being refused, so a rollback never loses a race with the watcher.
+BRIEF_OPERATIONS = frozenset({"watch"})
+BRIEF_WAIT = 10.0
+
+
 class DeploymentLock:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -44,13 +50,20 @@ class DeploymentLock:
             fh = open(self.path, "a+")  # noqa: SIM115 - kept open for as long as the lock is held
         except OSError as exc:
             raise StateError(f"cannot open the lock file {self.path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read(fh)
-            fh.close()
-            who = holder.describe() if holder else "another bluegreen process"
-            raise LockHeld(f"locked by {who}") from None
+        deadline = time.monotonic() + BRIEF_WAIT
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _read(fh)
+                # No record yet: the holder is between taking the lock and writing who it is.
+                if (holder is None or holder.operation in BRIEF_OPERATIONS) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                    continue
+                fh.close()
+                who = holder.describe() if holder else "another bluegreen process"
+                raise LockHeld(f"locked by {who}") from None
         self.stale = _read(fh)
         holder = LockHolder(actor=actor, pid=os.getpid(), operation=operation,
                             since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

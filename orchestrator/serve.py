@@ -35,32 +35,33 @@ def read_token(settings: Any) -> str:
     return token
 
 
-def schedule(settings: Any, events: EventLog) -> Any:
-    """The scheduler with its jobs, started."""
+def schedule(settings: Any, events: EventLog, base: Any = None) -> Any:
+    """The scheduler with its jobs, started; the jobs share ``base``'s adapters (one is made if not given)."""
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.cron import CronTrigger
 
     from bluegreen.orchestrator.deployment import Deployment
 
+    base = base or Deployment(settings, actor="serve")
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
                                                                   "misfire_grace_time": 3600})
 
     def run_drill() -> None:
         from bluegreen.orchestrator.drill import drill
 
-        drill(Deployment(settings, actor="scheduler"), progress=events)
+        drill(base.acting_as("scheduler"), progress=events)
 
     def run_monitor() -> None:
         from bluegreen.orchestrator.monitor import check
 
-        report = check(Deployment(settings, actor="monitor"), progress=events)
+        report = check(base.acting_as("monitor"), progress=events)
         events.add(Event("monitor", f"monitor: {report.verdict}" + (f"; {report.action}" if report.action else ""),
                          **report.to_dict()))
 
     def watch() -> None:
         from bluegreen.orchestrator.recovery import housekeeping
 
-        dep = Deployment(settings, actor="serve")
+        dep = base.acting_as("serve")
         try:
             with dep.lock("watch"):
                 for note in housekeeping(dep, events):
@@ -85,9 +86,14 @@ def serve(settings: Any, host: str | None, port: int | None) -> None:
 
     token = read_token(settings)
     host = host or settings.serve.host
+    from bluegreen.orchestrator.deployment import Deployment
+
     events = EventLog(settings.serve.events)
-    scheduler = schedule(settings, events)
-    app = create_app(Service(settings, token, events))
+    # One set of adapters (engine client, proxy, state) for every request and job: nothing is built
+    # between a rollback request and the switch.
+    base = Deployment(settings, actor="serve").warm()
+    scheduler = schedule(settings, events, base)
+    app = create_app(Service(settings, token, events, base))
     print(f"bluegreen serve on http://{host}:{port or settings.serve.port} (scheduler: "
           f"{', '.join(job.id for job in scheduler.get_jobs())})", file=sys.stderr, flush=True)
     try:

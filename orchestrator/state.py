@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -137,56 +138,85 @@ class AuditEntry:
 
 
 class StateStore:
+    """One connection to the state database, safe to share between the threads of one process.
+
+    Each use of the connection (a query, or a whole transaction) holds the store's lock, so a
+    long-running process (``serve``) can share one store between its request and scheduler threads.
+    The file is never opened by anything but SQLite: closing a second descriptor on it would drop
+    the POSIX locks SQLite holds through the first, and another process could then write over a
+    transaction in progress (the documented way to corrupt a SQLite file).
+    """
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            try:
-                # The journal holds release settings (which may include credentials): owner only.
-                private_dir(self.path.parent)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-                os.close(fd)
-                conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.executescript(SCHEMA)
-                _migrate(conn)
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            except (sqlite3.Error, OSError) as exc:
-                raise StateError(f"cannot open the state database {self.path}: {exc}") from None
-            self._conn = conn
-        return self._conn
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._open()
+            return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            # The journal holds release settings (which may include credentials): owner only. The
+            # directory is 0700 already; the file is made 0600 once SQLite has created it.
+            private_dir(self.path.parent)
+            created = not self.path.exists()
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            if created or self.path.stat().st_mode & 0o077:
+                os.chmod(self.path, 0o600)
+            # Tables are created or migrated once per file (user_version records it), so opening a store
+            # never waits for another's write transaction.
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                try:
+                    conn.executescript("BEGIN IMMEDIATE;" + SCHEMA)
+                    _migrate(conn)
+                    conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(f"cannot open the state database {self.path}: {exc}") from None
+        return conn
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StateError(f"state database write failed: {exc}") from None
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StateError(f"state database write failed: {exc}") from None
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        try:
-            return self.conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StateError(f"state database read failed: {exc}") from None
+        with self._lock:
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StateError(f"state database read failed: {exc}") from None
 
     # -- live colour and weights -------------------------------------------------------------
     def _meta(self, key: str) -> str | None:

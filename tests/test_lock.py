@@ -78,3 +78,49 @@ def test_release_frees_the_lock_for_the_next_operation(tmp_path: Path) -> None:
         DeploymentLock(path).acquire("down", "b")
     with DeploymentLock(path).acquire("down", "b") as lock:
         assert lock.stale is None
+
+
+def test_an_acquirer_waits_for_the_watchers_brief_hold_instead_of_being_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rollback that meets `serve`'s housekeeping pass waits for it; a release's hold is refused at once."""
+    import threading
+
+    from bluegreen.orchestrator import lock as lock_module
+
+    path = tmp_path / "lock"
+    waiting = threading.Event()
+    real_sleep = lock_module.time.sleep
+
+    def sleep(seconds: float) -> None:
+        waiting.set()  # the acquirer found the lock held and is waiting for it
+        real_sleep(seconds)
+
+    monkeypatch.setattr(lock_module.time, "sleep", sleep)
+    watch = DeploymentLock(path).acquire("watch", "serve")
+    outcome: list[object] = []
+
+    def rollback() -> None:
+        try:
+            outcome.append(DeploymentLock(path).acquire("rollback", "api@127.0.0.1"))
+        except LockHeld as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=rollback)
+    thread.start()
+    assert waiting.wait(timeout=30)
+    watch.release()
+    thread.join(timeout=30)
+    [got] = outcome
+    assert isinstance(got, DeploymentLock)
+    holder = current_holder(path)
+    assert holder is not None and holder.operation == "rollback"
+    got.release()
+
+    waiting.clear()
+    child = hold_in_child(path, "hold")  # a release: refused without waiting
+    try:
+        with pytest.raises(LockHeld, match="bluegreen release"):
+            DeploymentLock(path).acquire("rollback", "bob@ops")
+        assert not waiting.is_set()
+    finally:
+        stop(child)

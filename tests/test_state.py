@@ -58,3 +58,62 @@ def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('live_color', 'green')")
         raise RuntimeError("crash between two writes")
     assert store.live_color() == "blue"
+
+
+def test_opening_another_store_in_the_process_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    """A second store in the process must not drop the POSIX locks SQLite holds for the first.
+
+    Closing any other descriptor on the file would: another process closing its connection then
+    believes it is the last user, checkpoints and deletes the write-ahead log under the first
+    store's feet (how `serve`, with many stores and threads, once corrupted its state file).
+    Opening a store also never waits for another store's write transaction.
+    """
+    import subprocess
+    import sys
+
+    path = tmp_path / "state.db"
+    first = StateStore(path)
+    first.set_live("blue", {"blue": 100, "green": 0})
+    assert Path(f"{path}-wal").exists()
+    with first.transaction():
+        second = StateStore(path)
+        assert second.live_color() == "blue"  # read at once, although the first holds the write lock
+        refused = subprocess.run([sys.executable, "-c",
+                                  "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0, "
+                                  "isolation_level=None); c.execute('BEGIN IMMEDIATE')", str(path)],
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1 and "database is locked" in refused.stderr
+    reader = subprocess.run([sys.executable, "-c",
+                             "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                             "print(c.execute('SELECT count(*) FROM meta').fetchone()[0]); c.close()", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert reader.returncode == 0, reader.stderr
+    assert Path(f"{path}-wal").exists(), "the other process took itself for the last user of the file"
+    first.set_live("green", {"blue": 0, "green": 100})
+    assert (second.live_color(), oct(path.stat().st_mode & 0o777)) == ("green", "0o600")
+
+
+def test_one_store_is_shared_by_threads_without_interleaving_their_transactions(tmp_path: Path) -> None:
+    import threading
+
+    store = StateStore(tmp_path / "state.db")
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def work(n: int) -> None:
+        try:
+            start.wait(timeout=30)
+            for i in range(50):
+                with store.action(f"t{n}", "drill", {"i": i}) as entry:
+                    entry.notes.append("done")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    rows = store.query("SELECT outcome, COUNT(*) AS n FROM audit GROUP BY outcome")
+    assert [(r["outcome"], r["n"]) for r in rows] == [("ok", 400)]

@@ -67,8 +67,9 @@ class AlertmanagerPayload(BaseModel):
 class Service:
     """What the API keeps between requests: the settings, the token, the events, the notifier."""
 
-    def __init__(self, settings: Any, token: str, events: EventLog) -> None:
+    def __init__(self, settings: Any, token: str, events: EventLog, base: Deployment | None = None) -> None:
         self.settings = settings
+        self.base = base or Deployment(settings, actor="serve")
         self.token = token
         self.events = events
         self.started = time.time()
@@ -79,7 +80,7 @@ class Service:
 
     def deployment(self, request: Request) -> Deployment:
         client = request.client.host if request.client else "unknown"
-        return Deployment(self.settings, actor=f"api@{client}")
+        return self.base.acting_as(f"api@{client}")
 
 
 def create_app(service: Service) -> FastAPI:

@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -87,6 +88,7 @@ class Nginx:
             self.pid_path, str(self.config_path), "nginx",
             "apt-get install nginx-light, or set proxy.nginx_binary in bluegreen.toml")
         self._log_offset = 0
+        self._stats_lock = threading.Lock()
         self._counts: dict[str, list[float]] = {b.name: [0, 0, 0, 0, 0.0] for b in backends}
 
     def render(self, weights: dict[str, int], standby: str | None = None) -> str:
@@ -197,6 +199,10 @@ class Nginx:
         return next((name for name, _w, flag in self._servers() if flag == "backup"), None)
 
     def stats(self) -> dict[str, ServerStats]:
+        with self._stats_lock:  # the counts are read on from where the last call stopped
+            return self._stats()
+
+    def _stats(self) -> dict[str, ServerStats]:
         by_addr = {f"{b.host}:{b.port}": b.name for b in self.backends}
         try:
             with open(self.access_log) as fh:
