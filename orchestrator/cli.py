@@ -76,8 +76,10 @@ def _flush_notifications() -> None:
 
 
 def _progress(msg: str) -> None:
-    # Progress goes to stderr even with --json: stdout stays one clean JSON document.
-    typer.echo(f"  {msg}", err=True)
+    # Progress goes to stderr even with --json: stdout stays one clean JSON document. Events without
+    # text (a step's start, the analysis samples every 250 ms) are for the API and the dashboard.
+    if msg:
+        typer.echo(f"  {msg}", err=True)
 
 
 def _emit(doc: Any) -> None:
@@ -491,6 +493,29 @@ def drill(as_json: JsonOpt = False) -> None:
         typer.echo(report.summary())
     if not report.ok:
         raise DrillFailed(report.summary(), "bluegreen history --limit 3   (runbooks/drills.md)")
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the scratch deployment, serve and its dashboard "
+                                       "running, and print where they are.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the whole story in a scratch deployment with its own ports: releases, a faulty one rolled back,
+    a killed colour, an alert, a drill; then a summary of figures measured in this run."""
+    from bluegreen.orchestrator.demo import demo as run_demo
+    from bluegreen.orchestrator.errors import BluegreenError
+
+    OPTIONS.json = as_json
+    summary = run_demo(keep, lambda line: typer.echo(line, err=True))
+    if as_json:
+        _emit(summary.to_dict())
+    else:
+        typer.echo(summary.table())
+    if not summary.ok:
+        raise BluegreenError("the demo saw problems: " + "; ".join(
+            summary.problems or [f"{summary.failed_requests} failed requests, {summary.rows_lost} rows lost"]),
+            "the lines above say where; bluegreen demo --keep leaves the deployment to look at")
 
 
 @app.command()

@@ -23,6 +23,7 @@ from bluegreen.orchestrator.errors import (
     ReleaseAborted,
     ReleaseFailed,
 )
+from bluegreen.orchestrator.events import Event
 from bluegreen.orchestrator.faults import crash_point
 from bluegreen.orchestrator.journal import Journal
 from bluegreen.orchestrator.lifecycle import ensure_environment, publish_scrape_targets
@@ -155,6 +156,8 @@ class _Executor:
             for seq, step in enumerate(p.steps):
                 self._check_requests()
                 self.journal.step_started(rid, seq, step.name)
+                self.progress(Event("step", "", release=rid, step=step.name, seq=seq, action=step.action,
+                                    weight=step.weight, bake=step.bake))
                 crash_point(step.name, "before")
                 detail = self._do(step, seq)
                 self.journal.step_finished(rid, seq, "done" if not detail.get("skipped") else "skipped", detail)
@@ -166,7 +169,8 @@ class _Executor:
             self.journal.step_finished(rid, seq, "failed", detail)
             self.steps.append({"name": step.name, "outcome": "failed", **detail})
             self.progress(f"{step.name} failed: {reason}")
-            self.progress(f"returning all traffic to {p.from_color}")
+            self.progress(Event("rollback", f"returning all traffic to {p.from_color}", release=rid,
+                                color=p.from_color, version=p.from_version, step=step.name, reason=reason))
             rec = self.journal.get(rid)
             assert rec is not None
             settle(self.dep, rec, status, reason, self.progress)
@@ -286,7 +290,8 @@ class _Executor:
         detail = gate.health(candidate, p.reported_version, s.release.predict_checks, s.release.predict_body,
                              self.holdout,
                              lambda label: self.dep.runtime.image_label(p.image, label))
-        self.progress(f"health gate passed: version {detail['version']}, {detail['predict_checks']} predictions")
+        self.progress(Event("gate", f"health gate passed: version {detail['version']}, {detail['predict_checks']} "
+                            "predictions", release=self.rid, ok=True, version=detail["version"]))
         began = time.monotonic()
         detail["quality"] = self._quality("gate")
         detail["replay"] = self._replay()
@@ -344,8 +349,9 @@ class _Executor:
         weights = {p.to_color: step.weight, p.from_color: 100 - step.weight}
         self.dep.proxy.set_weights(weights)
         self.dep.state.set_live(p.from_color, weights)
-        self.progress(f"{step.name}: {step.weight}% to {p.to_color}" +
-                      (f", baking {step.bake:g}s" if step.bake and not self.fast_forward else ""))
+        self.progress(Event("weights", f"{step.name}: {step.weight}% to {p.to_color}" +
+                            (f", baking {step.bake:g}s" if step.bake and not self.fast_forward else ""),
+                            release=self.rid, step=step.name, weights=weights))
         if self.fast_forward:
             return {"weights": weights, "reason": f"promoted by {self.fast_forward}"}
         check = StepCheck(self.dep, p.to_color, p.from_color)
@@ -356,7 +362,8 @@ class _Executor:
         if a.no_traffic == "pause" and check.user_requests(before, after) < a.min_requests:
             after = self._pause_for_traffic(step, check, before, after)
         result = check.judge(before, after, step.bake, self._probe)
-        self.progress(f"{step.name}: " + "; ".join(result.lines))
+        self.progress(Event("verdict", f"{step.name}: " + "; ".join(result.lines), release=self.rid,
+                            step=step.name, ok=result.ok, reasons=result.reasons, detail=result.detail))
         if not result.ok:
             self.failed_detail = result.detail
             raise ReleaseFailed("; ".join(result.reasons))
@@ -377,6 +384,9 @@ class _Executor:
             if check is not None and before is not None and now >= next_sample:
                 next_sample = now + interval
                 reasons = check.watch(before)
+                if check.last_sample:
+                    self.progress(Event("sample", "", release=self.rid, elapsed_s=round(now - began, 2),
+                                        **check.last_sample))
                 if reasons:
                     self.bake_seconds += now - began
                     self.failed_detail = {"detected_after_s": round(now - began, 3)}
@@ -447,7 +457,8 @@ class _Executor:
             p.to_color, weights,
             previous={"color": p.from_color, "image": p.from_image, "version": p.from_version, "env": p.from_env},
             warm={"color": p.from_color, "until": time.time() + window})
-        self.progress(f"promoted: {p.to_color} serves {p.version}; {p.from_color} stays warm for {window:g}s")
+        self.progress(Event("promoted", f"promoted: {p.to_color} serves {p.version}; {p.from_color} stays warm for "
+                            f"{window:g}s", release=self.rid, color=p.to_color, version=p.version))
         self.dep.runtime.discard_stash(p.to_color)  # the version before the previous one: no longer a target
         if window == 0:
             retire(self.dep, force=True, progress=self.progress)

@@ -93,10 +93,14 @@ def serve(settings: Any, host: str | None, port: int | None) -> None:
     # between a rollback request and the switch.
     base = Deployment(settings, actor="serve").warm()
     scheduler = schedule(settings, events, base)
-    app = create_app(Service(settings, token, events, base))
-    print(f"bluegreen serve on http://{host}:{port or settings.serve.port} (scheduler: "
+    from bluegreen.orchestrator.api.observer import Observer
+
+    observer = Observer(base, settings.serve.dashboard_interval).start()
+    app = create_app(Service(settings, token, events, base), observer)
+    print(f"bluegreen serve on http://{host}:{port or settings.serve.port} (dashboard at /; scheduler: "
           f"{', '.join(job.id for job in scheduler.get_jobs())})", file=sys.stderr, flush=True)
     try:
         uvicorn.run(app, host=host, port=port or settings.serve.port, log_level="warning", access_log=False)
     finally:
+        observer.stop()
         scheduler.shutdown(wait=False)

@@ -300,6 +300,8 @@ class ServeSettings(_Section):
     watch_interval: Duration = 5.0
     # A rollback request (without "from") this soon after the last one is a repeat of it.
     rollback_dedupe: Duration = 5.0
+    # How often the dashboard reads the deployment and each colour's traffic (one reading for every viewer).
+    dashboard_interval: Duration = 1.0
 
     _host = field_validator("host")(_ip)
 

@@ -40,6 +40,7 @@ class StepCheck:
         self.dep = dep
         self.candidate = candidate
         self.live = live
+        self.last_sample: dict[str, Any] = {}  # the figures of the latest watch(), for the typed events
 
     def _metrics(self, color: str) -> str:
         import httpx
@@ -68,6 +69,12 @@ class StepCheck:
             return []
         text = self._metrics(self.candidate) if self.dep.contract.latency_histogram else ""
         now = analysis.snapshot(stats, text, self.dep.contract.latency_histogram)
+        requests = max(0, now.responses - before.proxy.responses)
+        errors = max(0, now.errors - before.proxy.errors)
+        p95 = analysis.quantile(0.95, before.proxy.buckets, now.buckets)
+        self.last_sample = {"color": self.candidate, "requests": requests, "errors": errors,
+                            "error_rate": round(errors / requests, 4) if requests else 0.0,
+                            "p95_ms": None if p95 is None else round(p95 * 1000, 1)}
         return analysis.conclusive_failure(before.proxy, now, a.max_error_rate, a.max_p95_ms, a.confidence,
                                            max(a.min_requests, 10))
 

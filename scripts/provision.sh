@@ -5,10 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '[provision] %s\n' "$*" >&2; }
+# PROVISION_FOR=demo (scripts/demo.sh): only what `bluegreen demo` needs (no PostgreSQL, browser,
+# load tools or third-party example images), so that a fresh machine reaches the demo sooner.
+for_demo=false
+[ "${PROVISION_FOR:-}" = demo ] && for_demo=true
 
 need_pkgs=()
-for pair in dockerd:docker.io haproxy:haproxy nginx:nginx-light debootstrap:debootstrap wrk:wrk hey:hey sqlite3:sqlite3 prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager \
-            pg_ctlcluster:postgresql pg_dump:postgresql-client; do
+pairs="dockerd:docker.io haproxy:haproxy debootstrap:debootstrap sqlite3:sqlite3 prometheus-alertmanager:prometheus-alertmanager"
+$for_demo || pairs="$pairs nginx:nginx-light wrk:wrk hey:hey prometheus:prometheus pg_ctlcluster:postgresql \
+  pg_dump:postgresql-client chromium:chromium chromedriver:chromium-driver"
+for pair in $pairs; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_pkgs+=("$pkg")
 done
@@ -34,7 +40,8 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/bluegreen-dockerd.log"; tail -20 /var/log/bluegreen-dockerd.log >&2; exit 1; }
 fi
 
-# PostgreSQL: start the cluster and make the role the tests and the demo use.
+# PostgreSQL: start the cluster and make the role the tests use.
+if ! $for_demo; then
 if ! pg_lsclusters --no-header 2>/dev/null | grep -q .; then
   log "creating a PostgreSQL cluster"
   pg_createcluster "$(ls /usr/lib/postgresql | sort -V | tail -1)" main >/dev/null
@@ -47,6 +54,7 @@ fi
 for _ in $(seq 1 40); do su postgres -c "psql -tAc 'SELECT 1'" >/dev/null 2>&1 && break; sleep 0.25; done
 if ! su postgres -c "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname = 'bluegreen'\"" | grep -q 1; then
   su postgres -c "psql -qc \"CREATE ROLE bluegreen LOGIN PASSWORD 'bluegreen' CREATEDB\""
+fi
 fi
 
 # The Python package with its test tools, installed from this checkout (editable).
@@ -62,4 +70,8 @@ fi
 python3 -m compileall -q orchestrator environments backups bluegreen >/dev/null
 
 # The reference images (classifier and regressor, v1 and v2); tags built from these sources are kept.
-bluegreen images build --all --examples
+if $for_demo; then
+  bluegreen images build
+else
+  bluegreen images build --all --examples
+fi

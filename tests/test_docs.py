@@ -87,3 +87,17 @@ def test_a_bad_command_line_does_not_parse() -> None:
         parse(["up", "--no-such-option"])
     with pytest.raises(Exception, match="No such command"):
         parse(["no-such-command"])
+
+
+def test_the_settings_reference_is_generated_from_the_code() -> None:
+    """docs/settings.md is what the settings model and the default file say now (regenerate it if not)."""
+    from bluegreen.orchestrator.settings import Settings
+    from bluegreen.orchestrator.settings_doc import reference
+
+    text = reference()
+    assert (REPO / "docs" / "settings.md").read_text() == text, (
+        "docs/settings.md is stale: python3 -m bluegreen.orchestrator.settings_doc > docs/settings.md")
+    for section, field in Settings.model_fields.items():
+        if not field.exclude:
+            assert f"`{section}" in text, section
+    assert "| `serve.token` | secret | `\"\"` |" in text  # a secret's value is never shown

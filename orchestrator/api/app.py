@@ -78,12 +78,33 @@ class Service:
         self.rollback_mutex = threading.Lock()
         self.last_rollback_done = -1e9
 
-    def deployment(self, request: Request) -> Deployment:
+    def deployment(self, request: Request, face: str = "api") -> Deployment:
         client = request.client.host if request.client else "unknown"
-        return self.base.acting_as(f"api@{client}")
+        return self.base.acting_as(f"{face}@{client}")
+
+    def rollback(self, request: Request, to: str | None, reason: str, away_from: str | None,
+                 face: str = "api") -> Any:
+        """One rollback at a time; a repeat within serve.rollback_dedupe (without "from") is answered, not done."""
+        from bluegreen.orchestrator.rollback import RollbackResult, rollback
+
+        dep = self.deployment(request, face)
+        with self.rollback_mutex:
+            arrived = getattr(request.state, "arrived", time.monotonic())
+            since_last = arrived - self.last_rollback_done
+            if to is None and away_from is None and since_last < self.settings.serve.rollback_dedupe:
+                live = dep.state.live_color() or ""
+                record = dep.state.environment(live)
+                note = (f"already done: a rollback {since_last:.1f}s before this request "
+                        f"left {live} serving {record.version if record else '?'} (send \"from\" to roll back "
+                        "again at once)")
+                return RollbackResult(None, live, record.image if record else "", record.version if record else "",
+                                      "model", True, 0.0, [note])
+            result = rollback(dep, to, reason, progress=self.events, away_from=away_from)
+            self.last_rollback_done = time.monotonic()
+            return result
 
 
-def create_app(service: Service) -> FastAPI:
+def create_app(service: Service, observer: Any = None) -> FastAPI:
     # The schema and its pages need the token like the rest: they are served under /api.
     app = FastAPI(title="bluegreen", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
                   description="Blue/green releases of ML model servers: rollback, alerts, drills, status.")
@@ -124,24 +145,8 @@ def create_app(service: Service) -> FastAPI:
         return PlainTextResponse(render(service.deployment(request)), media_type="text/plain; version=0.0.4")
 
     def _rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
-        from bluegreen.orchestrator.rollback import RollbackResult, rollback
-
-        dep = service.deployment(request)
-        with service.rollback_mutex:
-            repeat = (body.to is None and body.away_from is None and
-                      request.state.arrived - service.last_rollback_done < service.settings.serve.rollback_dedupe)
-            if repeat:
-                live = dep.state.live_color() or ""
-                record = dep.state.environment(live)
-                note = (f"already done: a rollback {request.state.arrived - service.last_rollback_done:.1f}s before "
-                        f"this request left {live} serving {record.version if record else '?'} (send \"from\" to "
-                        "roll back again at once)")
-                return RollbackResult(None, live, record.image if record else "", record.version if record else "",
-                                      "model", True, 0.0, [note]).to_dict()
-            result = rollback(dep, body.to, body.reason or "requested through the API", progress=service.events,
-                              away_from=body.away_from)
-            service.last_rollback_done = time.monotonic()
-            return result.to_dict()
+        result = service.rollback(request, body.to, body.reason or "requested through the API", body.away_from)
+        return dict(result.to_dict())
 
     @app.post("/api/rollback", dependencies=auth)
     def api_rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
@@ -213,4 +218,8 @@ def create_app(service: Service) -> FastAPI:
         alerts = [Alert(a.status, a.labels, a.fingerprint, a.startsAt) for a in payload.alerts]
         return handle(service.deployment(request), alerts, service.events).to_dict()
 
+    if observer is not None:
+        from bluegreen.orchestrator.api.dashboard import install
+
+        install(app, service, observer)
     return app

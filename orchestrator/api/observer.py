@@ -1,0 +1,176 @@
+"""What the dashboard shows, read once per interval and shared by every viewer.
+
+One thread in ``serve`` reads the deployment (status from the proxy, the engine and the colours;
+the release in progress; drills, backups and history from the journal) and each colour's traffic:
+requests per second, error rate and p95 latency over the last interval, from the proxy's per-server
+counters and the colour's latency histogram, the same figures a release step judges. Viewers wait
+for the next reading (server-sent events); nobody's page load makes the deployment do more work.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from bluegreen.orchestrator import analysis
+from bluegreen.orchestrator.deployment import Deployment
+from bluegreen.orchestrator.settings_core import COLORS
+
+
+def _epoch(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def release_view(rec: Any, now: float) -> dict[str, Any]:
+    """The release in progress: its steps, the current one, and the bake's time left."""
+    planned = {s.get("name"): s for s in (rec.plan or {}).get("steps", [])}
+    steps = []
+    current = None
+    for name, planned_step in planned.items():
+        done = next((s for s in rec.steps if s.name == name), None)
+        entry = {"name": name, "outcome": done.outcome if done else "pending",
+                 "weight": planned_step.get("weight"), "bake": planned_step.get("bake", 0.0)}
+        if done is not None and done.outcome == "started":
+            current = entry
+            began = _epoch(done.started_at)
+            if began is not None and entry["bake"]:
+                entry["bake_left_s"] = max(0.0, round(began + float(entry["bake"]) - now, 1))
+        steps.append(entry)
+    return {"id": rec.id, "kind": rec.kind, "version": rec.version, "image": rec.image, "to": rec.to_color,
+            "from": rec.from_color, "from_version": rec.from_version, "actor": rec.actor,
+            "started_at": rec.started_at, "step": rec.step, "current": current, "steps": steps}
+
+
+class Observer:
+    def __init__(self, base: Deployment, interval: float = 1.0, keep_seconds: float = 600.0) -> None:
+        self.dep = base.acting_as("dashboard")
+        self.interval = interval
+        self.points: deque[dict[str, Any]] = deque(maxlen=max(10, int(keep_seconds / interval)))
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._snapshot: dict[str, Any] = {}
+        self._previous: dict[str, tuple[float, analysis.Snapshot]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._slow_at = 0.0
+        self._slow: dict[str, Any] = {}
+
+    # -- the thread ----------------------------------------------------------------------------
+    def start(self) -> Observer:
+        self._thread = threading.Thread(target=self._run, name="dashboard-observer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            self.tick()
+            self._stop.wait(max(0.05, self.interval - (time.monotonic() - began)))
+
+    # -- readers -------------------------------------------------------------------------------
+    def latest(self) -> tuple[int, dict[str, Any]]:
+        with self._cond:
+            return self._seq, self._snapshot
+
+    def wait(self, after: int, timeout: float) -> tuple[int, dict[str, Any]]:
+        """The next reading after ``after`` (or the current one when ``timeout`` passes first)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > after, timeout)
+            return self._seq, self._snapshot
+
+    # -- one reading ---------------------------------------------------------------------------
+    def tick(self) -> dict[str, Any]:
+        now = time.time()
+        snapshot: dict[str, Any] = {"at": now, "errors": []}
+        try:
+            snapshot.update(self._state(now))
+        except Exception as exc:
+            snapshot["errors"].append(f"status: {type(exc).__name__}: {getattr(exc, 'message', exc)}")
+        try:
+            self._sample(now)
+        except Exception as exc:
+            snapshot["errors"].append(f"traffic: {type(exc).__name__}: {getattr(exc, 'message', exc)}")
+        snapshot["points"] = list(self.points)
+        with self._cond:
+            self._seq += 1
+            self._snapshot = snapshot
+            self._cond.notify_all()
+        return snapshot
+
+    def _state(self, now: float) -> dict[str, Any]:
+        from bluegreen.orchestrator.journal import Journal
+        from bluegreen.orchestrator.rollback import resolve_target
+        from bluegreen.orchestrator.status import status
+
+        dep = self.dep
+        st = status(dep)
+        journal = Journal(dep.state)
+        current = journal.running()
+        out: dict[str, Any] = {"status": st.to_dict(),
+                               "release": release_view(current, now) if current is not None else None}
+        try:
+            target = resolve_target(dep, None)
+            out["rollback_to"] = {"version": target.version, "variant": target.variant, "warm": bool(
+                st.warm and st.warm.get("color") != st.live)}
+        except Exception as exc:
+            out["rollback_to"] = {"error": getattr(exc, "message", str(exc))}
+        if now - self._slow_at > 5 or not self._slow:  # the journal's lists and the backups: every 5 s
+            recent = journal.recent(200)
+            self._slow = {
+                "drills": [r.to_dict() for r in recent if r.kind == "drill"][:5],
+                "history": [r.to_dict() for r in recent if r.kind in ("release", "rollback", "failover")][:10],
+                "backups": [s.to_dict() for s in dep.backups.all_sets()[:5]],
+            }
+            self._slow_at = now
+        out.update(self._slow)
+        return out
+
+    def _sample(self, now: float) -> None:
+        from bluegreen.orchestrator import plainhttp
+        from bluegreen.orchestrator.errors import BluegreenError
+
+        dep = self.dep
+        try:
+            stats = dep.proxy.stats()
+        except BluegreenError:
+            return  # the proxy is down: no traffic to chart (status says why)
+        for color in COLORS:
+            s = stats.get(color)
+            if s is None:
+                continue
+            text = ""
+            url = dep.metrics_url(color)
+            if url is not None:
+                parts = urlsplit(url)
+                try:
+                    code, body = plainhttp.get(parts.path or "/", host=parts.hostname or "127.0.0.1",
+                                               port=parts.port or 80, timeout=0.5)
+                    text = body.decode(errors="replace") if code == 200 else ""
+                except OSError:
+                    text = ""
+            snap = analysis.snapshot(s, text, dep.contract.latency_histogram)
+            before = self._previous.get(color)
+            self._previous[color] = (now, snap)
+            if before is None:
+                continue
+            seconds = max(1e-6, now - before[0])
+            requests = max(0, snap.responses - before[1].responses)
+            errors = max(0, snap.errors - before[1].errors)
+            p95 = analysis.quantile(0.95, before[1].buckets, snap.buckets)
+            self.points.append({"t": round(now, 2), "color": color, "rps": round(requests / seconds, 1),
+                                "error_rate": round(errors / requests, 4) if requests else 0.0,
+                                "p95_ms": None if p95 is None else round(p95 * 1000, 1), "weight": s.weight})

@@ -1,0 +1,34 @@
+"""`bluegreen demo`: the README's main job, end to end, with its own scratch deployment and ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import BLUEGREEN
+
+
+def test_the_demo_tells_the_whole_story_with_no_failed_request_and_no_row_lost(
+        tmp_path: Path, docker_client: Any) -> None:
+    proc = subprocess.run([*BLUEGREEN, "demo", "--json"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] and doc["problems"] == [], doc
+    assert (doc["failed_requests"], doc["rows_lost"]) == (0, 0), doc["failures"]
+    assert doc["requests"] > 1000 and doc["rows_before"] > 0 and doc["rows_kept"] == doc["rows_before"]
+    assert doc["schema_reverted"] is True
+    for key in ("rollback_ms", "failover_ms", "alert_rollback_ms", "drill_rto_ms"):
+        assert isinstance(doc[key], float) and doc[key] > 0, key
+    assert doc["backups_verified"] == doc["backups_total"] >= 2
+    assert [(r["version"], r["status"]) for r in doc["releases"]] == [("v2", "promoted"), ("v3", "rolled_back")]
+    assert any(r["kind"] == "rollback" and r["reason"].startswith("alert") for r in doc["rollbacks"])
+    assert "a real Alertmanager" in doc["alert_delivery"]
+    # Progress went to stderr as it happened; and it cleaned up after itself.
+    assert "release v3" in proc.stderr and "killing the live colour" in proc.stderr
+    assert not Path(doc["directory"]).exists()
+    left = docker_client.containers.list(all=True, filters={"label": f"bluegreen.project={doc['project']}"})
+    assert [c.name for c in left] == []
