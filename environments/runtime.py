@@ -45,6 +45,19 @@ class ContainerInfo:
 
 
 @dataclass(frozen=True)
+class TLSFiles:
+    """Paths for a tcp:// engine with TLS ("" when unset)."""
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    verify: bool = True
+
+    def any(self) -> bool:
+        return bool(self.ca or self.cert or self.key)
+
+
+@dataclass(frozen=True)
 class Mount:
     source: str
     target: str
@@ -54,10 +67,13 @@ class Mount:
 class DockerRuntime:
     """Start, inspect, stop and remove one project's blue/green containers."""
 
-    def __init__(self, project: str, host: str = "", timeout: float = 30.0) -> None:
+    def __init__(self, project: str, host: str = "", timeout: float = 30.0, ssh_client: str = "paramiko",
+                 tls: TLSFiles | None = None) -> None:
         self.project = project
         self.host = host
         self.timeout = timeout
+        self.ssh_client = ssh_client
+        self.tls = tls
         self._client: Any = None
 
     # -- connection -------------------------------------------------------------------------
@@ -68,15 +84,37 @@ class DockerRuntime:
 
             try:
                 if self.host:
-                    client = docker.DockerClient(base_url=self.host, timeout=int(self.timeout))
+                    client = docker.DockerClient(**self._client_options())
                 else:
                     client = docker.from_env(timeout=int(self.timeout))
                 client.ping()
-            except docker.errors.DockerException as exc:
+            except (docker.errors.DockerException, OSError, *_ssh_errors()) as exc:
                 where = self.host or os.environ.get("DOCKER_HOST") or "the default socket /var/run/docker.sock"
                 raise DockerUnavailable(f"the Docker engine at {where} does not answer: {_reason(exc)}") from None
             self._client = client
         return self._client
+
+    def _client_options(self) -> dict[str, Any]:
+        """How to reach a named engine: unix://, ssh:// (paramiko or the ssh binary) or tcp:// with TLS."""
+        import docker
+
+        options: dict[str, Any] = {"base_url": self.host, "timeout": int(self.timeout)}
+        if self.host.startswith("ssh://"):
+            options["use_ssh_client"] = self.ssh_client == "openssh"
+        if self.tls is not None and self.tls.any():
+            for label, path in (("docker.tls_ca", self.tls.ca), ("docker.tls_cert", self.tls.cert),
+                                ("docker.tls_key", self.tls.key)):
+                if path and not os.path.isfile(path):
+                    raise DockerUnavailable(f"{label} = {path!r}: no such file",
+                                            "check the certificate paths in [docker] (runbooks/remote-engines.md)")
+            try:
+                options["tls"] = docker.tls.TLSConfig(
+                    client_cert=(self.tls.cert, self.tls.key) if self.tls.cert else None,
+                    ca_cert=self.tls.ca or None, verify=self.tls.verify)
+            except docker.errors.TLSParameterError as exc:
+                raise DockerUnavailable(f"the TLS settings in [docker] are not usable: {exc}",
+                                        "runbooks/remote-engines.md") from None
+        return options
 
     def ping(self) -> None:
         _ = self.client
@@ -334,6 +372,15 @@ def _info(attrs: dict[str, Any]) -> ContainerInfo:
 def env_digest(env: Mapping[str, str]) -> str:
     """A short digest of a container's environment: equal settings, equal digest; values stay secret."""
     return hashlib.sha256(json.dumps(dict(env), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _ssh_errors() -> tuple[type[Exception], ...]:
+    """paramiko's own errors (a refused key, an unknown host key), when the ssh:// transport is installed."""
+    try:
+        import paramiko
+    except ImportError:
+        return ()
+    return (paramiko.SSHException,)
 
 
 def _reason(exc: Exception) -> str:

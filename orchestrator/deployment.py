@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bluegreen.environments.runtime import DockerRuntime, Mount
+from bluegreen.environments.runtime import DockerRuntime, Mount, TLSFiles
 from bluegreen.orchestrator.contract import Contract, resolve
 from bluegreen.orchestrator.health import Probe, probe
 from bluegreen.orchestrator.lock import DeploymentLock
@@ -59,7 +59,9 @@ class Deployment:
 
     @cached_property
     def runtime(self) -> DockerRuntime:
-        return DockerRuntime(self.settings.project, self.settings.docker.host, self.settings.docker.timeout)
+        d = self.settings.docker
+        return DockerRuntime(self.settings.project, d.host, d.timeout, d.ssh_client,
+                             TLSFiles(d.tls_ca, d.tls_cert, d.tls_key, d.tls_verify))
 
     @cached_property
     def contract(self) -> Contract:
@@ -75,7 +77,11 @@ class Deployment:
             from bluegreen.orchestrator.proxy.supervise import ContainerSupervisor
 
             mounts = [directory, _socket_path(directory).parent] if p.driver == "haproxy" else [directory]
-            supervisor = ContainerSupervisor(self.runtime, f"{self.settings.project}-proxy", sorted(set(mounts)))
+            engine = self.runtime
+            if p.where == "here" and self.settings.docker.host.startswith(("ssh://", "tcp://")):
+                # The colours run on a remote engine; the proxy runs where bluegreen runs.
+                engine = DockerRuntime(self.settings.project, "", self.settings.docker.timeout)
+            supervisor = ContainerSupervisor(engine, f"{self.settings.project}-proxy", sorted(set(mounts)))
         connect_ms = max(1, round(p.connect_timeout * 1000))
         if p.driver == "nginx":
             return Nginx(directory, p.host, p.port, self.backends(), "nginx" if supervisor else p.nginx_binary,

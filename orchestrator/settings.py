@@ -66,6 +66,9 @@ class ProxySettings(_Section):
     nginx_binary: str = "nginx"
     check_interval_ms: int = Field(1000, ge=100, le=60000)
     supervisor: Literal["container", "process"] = "container"
+    # With a remote docker.host: "here" runs the proxy's container on this machine's engine (the
+    # proxy stays where bluegreen runs), "engine" on the remote engine beside the colours.
+    where: Literal["here", "engine"] = "here"
     failover: bool = True
     connect_timeout: Duration = 0.1
     retry_candidate_failures: bool = False
@@ -186,6 +189,31 @@ class StateSettings(_Section):
 class DockerSettings(_Section):
     host: str = ""
     timeout: float = Field(30.0, gt=0, le=600)
+    # ssh:// engines: "paramiko" (the docker SDK's own client; reads ~/.ssh/config and known_hosts)
+    # or "openssh" (runs the ssh binary, as the docker CLI does).
+    ssh_client: Literal["paramiko", "openssh"] = "paramiko"
+    # tcp:// engines with TLS: the CA that signed the engine's certificate, and this client's pair.
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_verify: bool = True
+
+    @field_validator("host")
+    @classmethod
+    def _engine_address(cls, value: str) -> str:
+        if value and not value.startswith(("unix://", "tcp://", "ssh://")):
+            raise ValueError("must be empty (DOCKER_HOST or the default socket) or start with unix://, tcp:// "
+                             "or ssh:// (ssh://user@host[:port])")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_needs_tcp(self) -> DockerSettings:
+        tls = [name for name in ("tls_ca", "tls_cert", "tls_key") if getattr(self, name)]
+        if tls and not self.host.startswith("tcp://"):
+            raise ValueError(f"{', '.join(tls)} apply to a tcp:// engine only (docker.host = {self.host!r})")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
 
 
 class ImagesSettings(_Section):

@@ -13,7 +13,7 @@ for_demo=false
 need_pkgs=()
 pairs="dockerd:docker.io haproxy:haproxy debootstrap:debootstrap sqlite3:sqlite3 prometheus-alertmanager:prometheus-alertmanager"
 $for_demo || pairs="$pairs nginx:nginx-light wrk:wrk hey:hey prometheus:prometheus pg_ctlcluster:postgresql \
-  pg_dump:postgresql-client chromium:chromium chromedriver:chromium-driver"
+  pg_dump:postgresql-client chromium:chromium chromedriver:chromium-driver sshd:openssh-server"
 for pair in $pairs; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_pkgs+=("$pkg")
@@ -24,7 +24,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
   log "installing ${need_pkgs[*]}"
   apt-get update -qq
+  # Install without starting services (openssh-server would start an sshd on port 22): the tests
+  # start the daemons they need on their own ports and stop them.
+  policy_added=false
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_added=true
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  if $policy_added; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # A Docker engine: use the one DOCKER_HOST points at, or start dockerd on the default socket.
