@@ -15,7 +15,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bluegreen.environments.engine_api import EngineUnavailable, inspect_container, unix_socket_path
 from bluegreen.orchestrator.errors import DockerUnavailable, EnvironmentFailed, ImageNotFound
@@ -35,10 +35,12 @@ class ContainerInfo:
     exit_code: int | None
     started_at: str
     env_digest: str = ""  # identifies the environment it was started with, without revealing it
+    tasks: str = ""  # a swarm colour: "running/desired" tasks
 
     @property
     def running(self) -> bool:
-        return self.state == "running"
+        """It serves: a container that runs, or a swarm colour with any task running (degraded included)."""
+        return self.state == "running" or self.state.startswith("degraded")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +64,37 @@ class Mount:
     source: str
     target: str
     read_only: bool = False
+
+
+class Runtime(Protocol):
+    """What release, rollback, recovery, drills and status ask of the place the colours run.
+
+    ``DockerRuntime`` runs a colour as one container, ``SwarmRuntime`` (swarm.py) as a service of
+    N replicas; the core calls nothing else (runbooks/kubernetes.md sketches a third).
+    """
+
+    project: str
+    host: str
+
+    def name(self, color: str) -> str: ...
+    def ping(self) -> None: ...
+    def image_exists(self, ref: str) -> bool: ...
+    def image_label(self, ref: str, label: str) -> str | None: ...
+    def require_image(self, ref: str) -> None: ...
+    def start(self, color: str, image: str, version: str, port: int, env: Mapping[str, str],
+              mounts: tuple[Mount, ...] = (), command: list[str] | None = None) -> ContainerInfo: ...
+    def run_once(self, image: str, command: list[str], env: Mapping[str, str], mounts: tuple[Mount, ...] = (),
+                 timeout: float = 600.0) -> tuple[int, str]: ...
+    def inspect(self, color: str) -> ContainerInfo | None: ...
+    def stop(self, color: str, timeout: int = 10) -> None: ...
+    def remove(self, color: str) -> None: ...
+    def kill(self, color: str) -> None: ...
+    def stash(self, color: str, timeout: int = 10) -> bool: ...
+    def has_stash(self, color: str) -> bool: ...
+    def unstash(self, color: str) -> bool: ...
+    def discard_stash(self, color: str) -> None: ...
+    def logs(self, color: str, tail: int | None = 100, follow: bool = False) -> Iterator[bytes]: ...
+    def log_tail(self, color: str, lines: int = 20) -> str: ...
 
 
 class DockerRuntime:
@@ -247,6 +280,10 @@ class DockerRuntime:
 
     def remove(self, color: str) -> None:
         self._act(color, "remove", lambda c: c.remove(force=True))
+
+    def kill(self, color: str) -> None:
+        """SIGKILL the colour's process at once (drills and demos of a crash); its restart policy applies."""
+        self._act(color, "kill", lambda c: c.kill())
 
     def _act(self, color: str, verb: str, action: Callable[[Any], object]) -> None:
         import docker

@@ -659,10 +659,10 @@ def images_build(
     repositories += [r for r in EXAMPLES if examples and r not in repositories]
     results = []
     for repo in repositories:
-        results += build_images(dep.runtime, repo, tag or s.images.tags,
+        results += build_images(dep.engine, repo, tag or s.images.tags,
                                 base=s.images.base if base is None else base, force=force, progress=_progress)
     if every:  # the supervised proxy's image, which has one tag
-        results += build_images(dep.runtime, PROXY, ["latest"], base=s.images.base if base is None else base,
+        results += build_images(dep.proxy_engine, PROXY, ["latest"], base=s.images.base if base is None else base,
                                 force=force, progress=_progress)
     if as_json:
         _emit([{"image": r.ref, "id": r.id, "built": r.built} for r in results])

@@ -394,7 +394,7 @@ class Demo:
         target = st["environments"][standby]["version"]
         self.log(f"killing the live colour {live} ({version}); {standby} ({target}) stands by")
         t0 = time.monotonic()
-        dep.runtime.client.containers.get(dep.runtime.name(live)).kill()
+        dep.runtime.kill(live)
         self.summary.failover_ms = self.ms(watcher.settled_on(t0, target))
         self.log(f"  all traffic on {standby} ({target}) after {self.summary.failover_ms} ms")
         deadline = time.monotonic() + 30  # serve's watcher makes the failover official

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bluegreen.environments.runtime import DockerRuntime, Mount, TLSFiles
+from bluegreen.environments.runtime import DockerRuntime, Mount, Runtime, TLSFiles
 from bluegreen.orchestrator.contract import Contract, resolve
 from bluegreen.orchestrator.health import Probe, probe
 from bluegreen.orchestrator.lock import DeploymentLock
@@ -41,7 +41,7 @@ class Deployment:
         self.settings = settings
         self.actor = actor or default_actor()
 
-    SHARED = ("runtime", "contract", "proxy", "state", "backups", "notifier")
+    SHARED = ("runtime", "engine", "proxy_engine", "contract", "proxy", "state", "backups", "notifier")
 
     def warm(self) -> Deployment:
         """Build the adapters a long-running process keeps: engine client, contract, proxy, state."""
@@ -58,10 +58,33 @@ class Deployment:
         return other
 
     @cached_property
-    def runtime(self) -> DockerRuntime:
+    def runtime(self) -> Runtime:
+        d, r = self.settings.docker, self.settings.runtime
+        tls = TLSFiles(d.tls_ca, d.tls_cert, d.tls_key, d.tls_verify)
+        if r.kind == "swarm":
+            from bluegreen.environments.swarm import SwarmRuntime
+
+            return SwarmRuntime(self.settings.project, d.host, d.timeout, d.ssh_client, tls, r.replicas, r.port_step,
+                                r.converge_timeout)
+        return DockerRuntime(self.settings.project, d.host, d.timeout, d.ssh_client, tls)
+
+    @cached_property
+    def engine(self) -> DockerRuntime:
+        """The Docker engine the colours run on (images are built there)."""
+        runtime = self.runtime
+        if isinstance(runtime, DockerRuntime):
+            return runtime
         d = self.settings.docker
         return DockerRuntime(self.settings.project, d.host, d.timeout, d.ssh_client,
                              TLSFiles(d.tls_ca, d.tls_cert, d.tls_key, d.tls_verify))
+
+    @cached_property
+    def proxy_engine(self) -> DockerRuntime:
+        """Where the proxy's container runs: here (this machine's engine) while the colours' engine is
+        remote, unless proxy.where = "engine"."""
+        if self.settings.proxy.where == "here" and self.settings.docker.host.startswith(("ssh://", "tcp://")):
+            return DockerRuntime(self.settings.project, "", self.settings.docker.timeout)
+        return self.engine
 
     @cached_property
     def contract(self) -> Contract:
@@ -77,11 +100,7 @@ class Deployment:
             from bluegreen.orchestrator.proxy.supervise import ContainerSupervisor
 
             mounts = [directory, _socket_path(directory).parent] if p.driver == "haproxy" else [directory]
-            engine = self.runtime
-            if p.where == "here" and self.settings.docker.host.startswith(("ssh://", "tcp://")):
-                # The colours run on a remote engine; the proxy runs where bluegreen runs.
-                engine = DockerRuntime(self.settings.project, "", self.settings.docker.timeout)
-            supervisor = ContainerSupervisor(engine, f"{self.settings.project}-proxy", sorted(set(mounts)))
+            supervisor = ContainerSupervisor(self.proxy_engine, f"{self.settings.project}-proxy", sorted(set(mounts)))
         connect_ms = max(1, round(p.connect_timeout * 1000))
         if p.driver == "nginx":
             return Nginx(directory, p.host, p.port, self.backends(), "nginx" if supervisor else p.nginx_binary,
@@ -131,7 +150,14 @@ class Deployment:
 
     def backends(self) -> list[Backend]:
         env = self.settings.environments
-        return [Backend(color, env.host, env.color(color).port) for color in COLORS]
+        r = self.settings.runtime
+        return [Backend(color, env.host, env.color(color).port, r.replicas, r.port_step) for color in COLORS]
+
+    def replica_urls(self, color: str) -> list[str]:
+        """Every replica's address (one for the docker runtime); the first is ``url(color)``."""
+        env, r = self.settings.environments, self.settings.runtime
+        base = env.color(color).port
+        return [f"http://{env.host}:{base + i * r.port_step}" for i in range(r.replicas)]
 
     def url(self, color: str) -> str:
         env = self.settings.environments
@@ -177,6 +203,16 @@ class Deployment:
         for key, value in values.items():
             text = text.replace(key, value)
         return text
+
+    def metrics_urls(self, color: str) -> list[str]:
+        """Every replica's metrics (one for the docker runtime, or when metrics have their own port)."""
+        first = self.metrics_url(color)
+        if first is None:
+            return []
+        c = self.contract
+        if c.metrics_port:
+            return [first]
+        return [f"{url}{c.metrics_path}" for url in self.replica_urls(color)]
 
     def metrics_url(self, color: str) -> str | None:
         """Where the colour's Prometheus metrics are, per the contract; None when it has none."""

@@ -117,9 +117,9 @@ def ensure_proxy_image(dep: Deployment, progress: Progress = _quiet) -> None:
     from bluegreen.environments.images import PROXY, build_images
     from bluegreen.orchestrator.proxy.supervise import PROXY_IMAGE
 
-    if not dep.runtime.image_exists(PROXY_IMAGE):
+    if not dep.proxy_engine.image_exists(PROXY_IMAGE):
         progress(f"building {PROXY_IMAGE} (HAProxy and nginx from Debian; once)")
-        build_images(dep.runtime, PROXY, ["latest"], base=dep.settings.images.base, progress=progress)
+        build_images(dep.proxy_engine, PROXY, ["latest"], base=dep.settings.images.base, progress=progress)
 
 
 def publish_scrape_targets(dep: Deployment) -> None:
@@ -170,7 +170,10 @@ def ensure_environment(dep: Deployment, color: str, image: str, version: str,
         progress(f"replacing {color}'s container ({current.image}, {current.state})")
         runtime.remove(color)
     port = dep.settings.environments.color(color).port
-    require_free(dep.settings.environments.host, port, f"environments.{color}.port")
+    step = dep.settings.runtime.port_step
+    for i in range(dep.settings.runtime.replicas):
+        require_free(dep.settings.environments.host, port + i * step,
+                     f"environments.{color}.port" + (f" + {i} * runtime.port_step (replica {i + 1})" if i else ""))
     data_dir = dep.data_dir()
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -187,8 +190,12 @@ def ensure_environment(dep: Deployment, color: str, image: str, version: str,
 
     try:
         c = dep.contract
-        seconds = wait_healthy(color, dep.url(color), dep.settings.environments.health_timeout, problem,
-                               logs=lambda: runtime.log_tail(color), path=c.path(c.ready_path), expect=c.ready_status)
+        began = time.monotonic()
+        for i, url in enumerate(dep.replica_urls(color)):  # every replica answers before traffic may come
+            wait_healthy(color if i == 0 else f"{color} replica {i + 1}", url,
+                         dep.settings.environments.health_timeout, problem, logs=lambda: runtime.log_tail(color),
+                         path=c.path(c.ready_path), expect=c.ready_status)
+        seconds = time.monotonic() - began
     except BaseException:
         runtime.remove(color)
         raise

@@ -290,8 +290,15 @@ class _Executor:
         detail = gate.health(candidate, p.reported_version, s.release.predict_checks, s.release.predict_body,
                              self.holdout,
                              lambda label: self.dep.runtime.image_label(p.image, label))
+        replicas = self.dep.replica_urls(p.to_color)[1:]
+        for url in replicas:  # every replica reports the version and predicts
+            with ModelClient(url, self.dep.contract) as replica:
+                gate.health(replica, p.reported_version, max(1, s.release.predict_checks), s.release.predict_body,
+                            self.holdout, lambda label: self.dep.runtime.image_label(p.image, label))
+        detail["replicas_checked"] = len(replicas) + 1
         self.progress(Event("gate", f"health gate passed: version {detail['version']}, {detail['predict_checks']} "
-                            "predictions", release=self.rid, ok=True, version=detail["version"]))
+                            "predictions" + (f" on each of {len(replicas) + 1} replicas" if replicas else ""),
+                            release=self.rid, ok=True, version=detail["version"]))
         began = time.monotonic()
         detail["quality"] = self._quality("gate")
         detail["replay"] = self._replay()

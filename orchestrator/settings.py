@@ -216,6 +216,24 @@ class DockerSettings(_Section):
         return self
 
 
+class RuntimeSettings(_Section):
+    # "docker": each colour is one container. "swarm": each colour is a Docker Swarm service of
+    # `replicas` tasks (the engine must be a swarm manager); replica i listens on the colour's port
+    # + (i - 1) * port_step, and the proxy holds a server for every replica.
+    kind: Literal["docker", "swarm"] = "docker"
+    replicas: int = Field(1, ge=1, le=20)
+    port_step: int = Field(1000, ge=1, le=10000)
+    # How long a swarm colour's tasks may take to all run (pulling, scheduling, starting).
+    converge_timeout: float = Field(120.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _replicas_need_swarm(self) -> RuntimeSettings:
+        if self.kind == "docker" and self.replicas != 1:
+            raise ValueError(f"replicas = {self.replicas} needs kind = \"swarm\" (the docker runtime runs one "
+                             "container per colour)")
+        return self
+
+
 class ImagesSettings(_Section):
     tags: list[str] = Field(default_factory=lambda: ["v1", "v2"], min_length=1)
     base: str = ""
@@ -414,6 +432,7 @@ class Settings(DerivedPaths, BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     state: StateSettings = StateSettings()
     docker: DockerSettings = DockerSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
     images: ImagesSettings = ImagesSettings()
     release: ReleaseSettings = ReleaseSettings()
     model: ModelSettings = ModelSettings()
@@ -447,16 +466,32 @@ class Settings(DerivedPaths, BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _swarm_extra_ports(self) -> Settings:
+        if self.runtime.replicas > 1 and self.proxy.driver != "haproxy":
+            raise ValueError("runtime.replicas > 1 needs proxy.driver = \"haproxy\" (its backend holds a server "
+                             "per replica)")
+        if self.runtime.kind == "swarm" and any(self.environments.color(c).ports for c in ("blue", "green")):
+            raise ValueError("environments.<colour>.ports (extra named ports) are not supported with "
+                             "runtime.kind = \"swarm\"")
+        return self
+
+    @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
+        r = self.runtime
         ports = {
             "proxy.port": self.proxy.port,
             "environments.blue.port": self.environments.blue.port,
             "environments.green.port": self.environments.green.port,
+            **{f"environments.{c}.port + {i} * runtime.port_step (replica {i + 1})":
+               self.environments.color(c).port + i * r.port_step
+               for c in ("blue", "green") for i in range(1, r.replicas)},
             **{f"environments.{c}.ports.{name}": port for c in ("blue", "green")
                for name, port in self.environments.color(c).ports.items()},
         }
         seen: dict[int, str] = {}
         for key, port in ports.items():
+            if port > 65535:
+                raise ValueError(f"{key} = {port} is above 65535: lower runtime.port_step or runtime.replicas")
             if port in seen:
                 raise ValueError(f"{key} = {port} is already used by {seen[port]}; each needs its own port")
             seen[port] = key

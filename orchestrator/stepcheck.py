@@ -9,7 +9,7 @@ and drift (drift.py). Each is recorded in the step's journal detail, whichever f
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bluegreen.orchestrator import analysis, drift
@@ -35,31 +35,78 @@ class StepResult:
         return not self.reasons
 
 
+class _ReplicaCounters:
+    """Counters per replica, each kept monotonic across restarts, and their sum."""
+
+    def __init__(self) -> None:
+        self._raw: dict[tuple[str, str], dict[Any, float]] = {}
+        self._offset: dict[tuple[str, str], dict[Any, float]] = {}
+        self._adjusted: dict[tuple[str, str], dict[Any, float]] = {}
+
+    def update(self, replica: str, kind: str, values: dict[Any, float]) -> None:
+        key = (replica, kind)
+        raw, offset = self._raw.get(key, {}), self._offset.setdefault(key, {})
+        if any(values.get(k, 0.0) < v for k, v in raw.items()):  # the replica restarted: its counters reset
+            for k, v in raw.items():
+                offset[k] = offset.get(k, 0.0) + v
+        self._raw[key] = dict(values)
+        self._adjusted[key] = {k: values.get(k, 0.0) + offset.get(k, 0.0) for k in set(values) | set(offset)}
+
+    def total(self, kind: str) -> dict[Any, float]:
+        out: dict[Any, float] = {}
+        for (_replica, k), values in self._adjusted.items():
+            if k == kind:
+                for name, v in values.items():
+                    out[name] = out.get(name, 0.0) + v
+        return out
+
+
 class StepCheck:
     def __init__(self, dep: Deployment, candidate: str, live: str) -> None:
         self.dep = dep
         self.candidate = candidate
         self.live = live
         self.last_sample: dict[str, Any] = {}  # the figures of the latest watch(), for the typed events
+        self._replicas: dict[str, _ReplicaCounters] = {}
 
-    def _metrics(self, color: str) -> str:
+    def _counters(self, color: str) -> tuple[tuple[tuple[float, float], ...], dict[str, float]]:
+        """The colour's latency histogram and prediction counts, summed over its replicas.
+
+        Each replica's counters are made monotonic across its restarts (Prometheus' counter-reset
+        rule), and a replica that does not answer now counts with what it last reported: a task
+        that dies and is replaced neither fails the step nor makes the counters go backwards.
+        Only when no replica answers is the step failed.
+        """
         import httpx
 
-        url = self.dep.metrics_url(color)
-        if url is None:
-            return ""
-        try:
-            return httpx.get(url, timeout=5).text
-        except httpx.HTTPError as exc:
-            raise ReleaseFailed(f"{color}'s metrics at {url} do not answer: {type(exc).__name__}") from None
+        urls = self.dep.metrics_urls(color)
+        if not urls:
+            return (), {}
+        counters = self._replicas.setdefault(color, _ReplicaCounters())
+        histogram = self.dep.contract.latency_histogram
+        answered, failure = 0, ""
+        for url in urls:
+            try:
+                text = httpx.get(url, timeout=5).text
+            except httpx.HTTPError as exc:
+                failure = failure or f"{url} do not answer: {type(exc).__name__}"
+                continue
+            answered += 1
+            counters.update(url, "latency", {le: n for le, n in analysis.parse_buckets(text, histogram)}
+                            if histogram else {})
+            counters.update(url, "predictions", drift.distribution(text))
+        if not answered:
+            raise ReleaseFailed(f"{color}'s metrics at {failure}")
+        return tuple(sorted(counters.total("latency").items())), counters.total("predictions")
 
     def read(self) -> Reading:
         stats = self.dep.proxy.stats().get(self.candidate)
         if stats is None:
             raise ProxyError(f"the proxy reports no statistics for {self.candidate}")
-        cand_text, live_text = self._metrics(self.candidate), self._metrics(self.live)
-        snap = analysis.snapshot(stats, cand_text, self.dep.contract.latency_histogram)
-        return Reading(snap, drift.distribution(cand_text), drift.distribution(live_text))
+        cand_buckets, cand_predictions = self._counters(self.candidate)
+        _live_buckets, live_predictions = self._counters(self.live)
+        snap = replace(analysis.snapshot(stats, "", self.dep.contract.latency_histogram), buckets=cand_buckets)
+        return Reading(snap, cand_predictions, live_predictions)
 
     def watch(self, before: Reading) -> list[str]:
         """Reasons to fail now, from the candidate's counters so far (read every sample interval)."""
@@ -67,8 +114,8 @@ class StepCheck:
         stats = self.dep.proxy.stats().get(self.candidate)
         if stats is None:
             return []
-        text = self._metrics(self.candidate) if self.dep.contract.latency_histogram else ""
-        now = analysis.snapshot(stats, text, self.dep.contract.latency_histogram)
+        buckets = self._counters(self.candidate)[0] if self.dep.contract.latency_histogram else ()
+        now = replace(analysis.snapshot(stats, "", self.dep.contract.latency_histogram), buckets=buckets)
         requests = max(0, now.responses - before.proxy.responses)
         errors = max(0, now.errors - before.proxy.errors)
         p95 = analysis.quantile(0.95, before.proxy.buckets, now.buckets)

@@ -22,6 +22,13 @@ class Backend:
     name: str  # the colour
     host: str
     port: int
+    replicas: int = 1  # a swarm colour: one server per replica, replica i on port + (i - 1) * port_step
+    port_step: int = 0
+
+    def servers(self) -> list[tuple[str, int]]:
+        """(server name, port) per replica: the first is named after the colour, the others <colour>-<i>."""
+        return [(self.name if i == 0 else f"{self.name}-{i + 1}", self.port + i * self.port_step)
+                for i in range(self.replicas)]
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,20 @@ class ServerStats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def combined(cls, servers: list[ServerStats]) -> ServerStats:
+        """A colour of several servers (replicas) as one: counters summed, UP while any server is."""
+        first = servers[0]
+        if len(servers) == 1:
+            return first
+        return cls(status="UP" if any(s.status.startswith("UP") for s in servers) else first.status,
+                   weight=first.weight, current_sessions=sum(s.current_sessions for s in servers),
+                   total_sessions=sum(s.total_sessions for s in servers),
+                   responses_total=sum(s.responses_total for s in servers),
+                   responses_2xx=sum(s.responses_2xx for s in servers),
+                   responses_5xx=sum(s.responses_5xx for s in servers), errors=sum(s.errors for s in servers),
+                   avg_response_ms=max(s.avg_response_ms for s in servers), retries=sum(s.retries for s in servers))
 
 
 class Proxy(Protocol):

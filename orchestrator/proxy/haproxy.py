@@ -95,11 +95,12 @@ class HAProxy:
     # -- config ------------------------------------------------------------------------------
     def render(self, weights: dict[str, int], standby: str | None = None) -> str:
         detect = " observe layer4 error-limit 1 on-error mark-down" if self.failover else ""
-        lines = [f"    server {b.name} {b.host}:{b.port} weight {weights.get(b.name, 0)} check{detect}"
-                 for b in self.backends]
+        lines = [f"    server {server} {b.host}:{port} weight {weights.get(b.name, 0)} check{detect}"
+                 for b in self.backends for server, port in b.servers()]
         if self.failover:
-            lines += [f"    server {b.name}{STANDBY} {b.host}:{b.port} backup check"
-                      + ("" if b.name == standby else " disabled") for b in self.backends]
+            lines += [f"    server {server}{STANDBY} {b.host}:{port} backup check"
+                      + ("" if b.name == standby else " disabled")
+                      for b in self.backends for server, port in b.servers()]
         retry_on = "conn-failure empty-response response-timeout" + (" 500 502 503 504" if self.shield else "")
         return CONFIG.format(socket=self.socket_path, listen=f"{self.host}:{self.port}", backend=BACKEND,
                              inter=self.check_interval_ms, fastinter=max(100, self.check_interval_ms // 4),
@@ -119,11 +120,18 @@ class HAProxy:
             text = self.config_path.read_text()
         except FileNotFoundError:
             return {}, None
-        weights = {name: int(w) for name, w in SERVER_LINE.findall(text) if w and not name.endswith(STANDBY)}
-        standby = next((line.split()[1][: -len(STANDBY)] for line in text.splitlines()
+        colours = {b.name for b in self.backends}
+        weights = {name: int(w) for name, w in SERVER_LINE.findall(text) if w and name in colours}
+        standby = next((self._colour_of(line.split()[1][: -len(STANDBY)]) for line in text.splitlines()
                         if line.strip().startswith("server ") and line.split()[1].endswith(STANDBY)
                         and not line.rstrip().endswith(" disabled")), None)
         return weights, standby
+
+    def _servers_of(self, colour: str) -> list[str]:
+        return [server for b in self.backends if b.name == colour for server, _port in b.servers()]
+
+    def _colour_of(self, server: str) -> str:
+        return next((b.name for b in self.backends for name, _port in b.servers() if name == server), server)
 
     # -- process -----------------------------------------------------------------------------
     def running(self) -> bool:
@@ -199,9 +207,10 @@ class HAProxy:
         """Apply weights live, then save them in the config file."""
         check_weights(weights, [b.name for b in self.backends])
         for name, weight in weights.items():
-            answer = self.command(f"set weight {BACKEND}/{name} {weight}").strip()
-            if answer:
-                raise ProxyError(f"haproxy refused weight {weight} for {name}: {answer}")
+            for server in self._servers_of(name):
+                answer = self.command(f"set weight {BACKEND}/{server} {weight}").strip()
+                if answer:
+                    raise ProxyError(f"haproxy refused weight {weight} for {server}: {answer}")
         saved_weights, standby = self._saved()
         self._write_config({**saved_weights, **weights}, standby)
 
@@ -214,9 +223,10 @@ class HAProxy:
             check_weights({color: 0}, names)
         for name in names:
             state = "ready" if name == color else "maint"
-            answer = self.command(f"set server {BACKEND}/{name}{STANDBY} state {state}").strip()
-            if answer:
-                raise ProxyError(f"haproxy refused to set {name}{STANDBY} {state}: {answer}")
+            for server in self._servers_of(name):
+                answer = self.command(f"set server {BACKEND}/{server}{STANDBY} state {state}").strip()
+                if answer:
+                    raise ProxyError(f"haproxy refused to set {server}{STANDBY} {state}: {answer}")
         weights, _ = self._saved()
         self._write_config(weights or self.weights(), color)
 
@@ -246,13 +256,15 @@ class HAProxy:
         if not lines or not lines[0].startswith("# "):
             raise ProxyError(f"unexpected answer to 'show stat': {text[:200]!r}")
         header = lines[0][2:].split(",")
-        out = {}
-        names = {b.name for b in self.backends} | {b.name + STANDBY for b in self.backends}
+        # A colour's replicas are counted together, under the colour's name (and <colour>-standby).
+        key = {server + suffix: b.name + suffix for b in self.backends for server, _port in b.servers()
+               for suffix in ("", STANDBY)}
+        grouped: dict[str, list[ServerStats]] = {}
         for line in lines[1:]:
             row = dict(zip(header, line.split(","), strict=False))
-            if row.get("pxname") == BACKEND and row.get("svname") in names:
-                out[row["svname"]] = ServerStats.from_haproxy(row)
-        return out
+            if row.get("pxname") == BACKEND and row.get("svname") in key:
+                grouped.setdefault(key[row["svname"]], []).append(ServerStats.from_haproxy(row))
+        return {name: ServerStats.combined(servers) for name, servers in grouped.items()}
 
 
 def _poll(check: Callable[[], bool], timeout: float) -> bool:
