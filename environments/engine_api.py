@@ -44,3 +44,25 @@ def inspect_container(socket_path: str, name: str, timeout: float = 5.0) -> dict
     if status != 200:
         raise EngineUnavailable(f"HTTP {status}: {body[:200].decode(errors='replace')}")
     return json.loads(body)  # type: ignore[no-any-return]
+
+
+def get_json(socket_path: str, path: str, timeout: float = 5.0) -> Any:
+    """GET ``path`` (with its query string): the decoded answer, or None on 404."""
+    try:
+        status, body = plainhttp.get(path, host="docker", unix_socket=socket_path, timeout=timeout)
+    except plainhttp.HTTPFailure as exc:
+        raise EngineUnavailable(str(exc)) from None
+    if status == 404:
+        return None
+    if status != 200:
+        raise EngineUnavailable(f"HTTP {status}: {body[:200].decode(errors='replace')}")
+    return json.loads(body)
+
+
+def service_and_tasks(socket_path: str, name: str, timeout: float = 5.0) -> tuple[Any, list[Any]] | None:
+    """A swarm service's attributes and its tasks, or None when there is no such service."""
+    service = get_json(socket_path, f"/services/{quote(name)}", timeout)
+    if service is None:
+        return None
+    filters = quote(json.dumps({"service": {name: True}}))
+    return service, list(get_json(socket_path, f"/tasks?filters={filters}", timeout) or [])

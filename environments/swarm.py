@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from bluegreen.environments.engine_api import EngineUnavailable, service_and_tasks, unix_socket_path
 from bluegreen.environments.runtime import LABEL, ContainerInfo, DockerRuntime, Mount, TLSFiles, _reason, env_digest
 from bluegreen.orchestrator.errors import DockerUnavailable, EnvironmentFailed, ImageNotFound
 
@@ -132,10 +133,8 @@ class SwarmRuntime(DockerRuntime):
             time.sleep(0.2)
 
     def _tasks(self, color: str) -> list[dict[str, Any]]:
-        service = self._service(self.name(color))
-        if service is None:
-            return []
-        return list(self._call(f"list {color}'s tasks", service.tasks))
+        found = self._service_and_tasks(color)
+        return [] if found is None else found[1]
 
     def _failed_tasks(self, color: str) -> int:
         return sum(1 for t in self._tasks(color) if (t.get("Status") or {}).get("State") in ("failed", "rejected"))
@@ -149,13 +148,13 @@ class SwarmRuntime(DockerRuntime):
         return "no task error reported"
 
     def inspect(self, color: str) -> ContainerInfo | None:
-        service = self._service(self.name(color))
-        if service is None:
+        found = self._service_and_tasks(color)
+        if found is None:
             return None
-        spec = service.attrs.get("Spec") or {}
+        attrs, tasks = found
+        spec = attrs.get("Spec") or {}
         labels = spec.get("Labels") or {}
         desired = int(((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 0))
-        tasks = self._call(f"list {color}'s tasks", service.tasks)
         live = [t for t in tasks if t.get("DesiredState") == "running"]
         running = sum(1 for t in live if (t.get("Status") or {}).get("State") == "running")
         if desired == 0:
@@ -172,10 +171,27 @@ class SwarmRuntime(DockerRuntime):
         if ended:
             last = max(ended, key=lambda t: t.get("UpdatedAt", ""))
             exit_code = int(last["Status"]["ContainerStatus"]["ExitCode"])
-        return ContainerInfo(color=color, name=service.name, id=service.id[:12], image=labels.get(f"{LABEL}.image", ""),
-                             version=labels.get(f"{LABEL}.version", ""), port=int(labels.get(f"{LABEL}.port", 0)),
-                             state=state, exit_code=exit_code, started_at=service.attrs.get("CreatedAt", ""),
+        return ContainerInfo(color=color, name=str(spec.get("Name", self.name(color))),
+                             id=str(attrs.get("ID", ""))[:12], image=labels.get(f"{LABEL}.image", ""),
+                             version=labels.get(f"{LABEL}.version", ""),
+                             port=int(labels.get(f"{LABEL}.port", 0)),
+                             state=state, exit_code=exit_code, started_at=attrs.get("CreatedAt", ""),
                              env_digest=labels.get(f"{LABEL}.env-digest", ""), tasks=f"{running}/{desired}")
+
+    def _service_and_tasks(self, color: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """The service and its tasks: one plain engine API call each over the unix socket when the engine
+        is local (status and rollback do not import the SDK), else through the SDK."""
+        socket_path = unix_socket_path(self.host)
+        if socket_path is not None:
+            try:
+                return service_and_tasks(socket_path, self.name(color), self.timeout)
+            except EngineUnavailable as exc:
+                where = self.host or os.environ.get("DOCKER_HOST") or f"unix://{socket_path}"
+                raise DockerUnavailable(f"the Docker engine at {where} does not answer: {exc}") from None
+        service = self._service(self.name(color))
+        if service is None:
+            return None
+        return service.attrs, list(self._call(f"list {color}'s tasks", service.tasks))
 
     def stop(self, color: str, timeout: int = 10) -> None:
         """Scale to zero: every task drains (SIGTERM, 30 s grace), the service's spec stays."""
