@@ -34,16 +34,8 @@ def unix_socket_path(host: str) -> str | None:
 
 def inspect_container(socket_path: str, name: str, timeout: float = 5.0) -> dict[str, Any] | None:
     """GET /containers/{name}/json: the container's attributes, or None when there is none."""
-    try:
-        status, body = plainhttp.get(f"/containers/{quote(name)}/json", host="docker", unix_socket=socket_path,
-                                     timeout=timeout)
-    except plainhttp.HTTPFailure as exc:
-        raise EngineUnavailable(str(exc)) from None
-    if status == 404:
-        return None
-    if status != 200:
-        raise EngineUnavailable(f"HTTP {status}: {body[:200].decode(errors='replace')}")
-    return json.loads(body)  # type: ignore[no-any-return]
+    found = get_json(socket_path, f"/containers/{quote(name)}/json", timeout)
+    return None if found is None else dict(found)
 
 
 def get_json(socket_path: str, path: str, timeout: float = 5.0) -> Any:

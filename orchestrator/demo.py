@@ -27,25 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.orchestrator.errors import BluegreenError
+from bluegreen.orchestrator.ports import free_ports
 
 PREDICT = {"features": [5.9, 3.0, 5.1, 1.8]}
 V3_UP = "ALTER TABLE predictions ADD COLUMN explanation TEXT;\n"
 V3_DOWN = "ALTER TABLE predictions DROP COLUMN explanation;\n"
-
-
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Traffic:
@@ -191,7 +177,7 @@ class Demo:
         self.began = time.monotonic()
         self.root = Path(tempfile.mkdtemp(prefix="bluegreen-demo-"))
         self.name = f"bgdemo-{secrets.token_hex(3)}"
-        self.proxy_port, self.blue_port, self.green_port, self.serve_port, self.am_port = _free_ports(5)
+        self.proxy_port, self.blue_port, self.green_port, self.serve_port, self.am_port = free_ports(5)
         self.token_file = self.root / ".bluegreen-token"
         self.summary = Summary(directory=str(self.root), project=self.name)
         self.children: list[subprocess.Popen[bytes]] = []

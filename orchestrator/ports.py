@@ -24,3 +24,17 @@ def require_free(host: str, port: int, key: str) -> None:
             f"port {host}:{port} ({key}) is already in use by another process",
             f"ss -ltnp 'sport = :{port}'   then stop that process, or set another {key} in bluegreen.toml",
         )
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct free ports (held open together while choosing, so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

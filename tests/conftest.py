@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,22 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from bluegreen.orchestrator.ports import free_ports
+
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.serving"]  # the `served` fixture (bluegreen serve in front of a deployment)
 BLUEGREEN = [sys.executable, "-c", "from bluegreen.orchestrator.cli import main; main()"]
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (held open together while choosing, so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
@@ -173,3 +161,31 @@ def haproxy_processes(project: Project) -> list[int]:
         if cmd and cmd[0].endswith(b"haproxy") and cfg.encode() in cmd and state != "Z":
             pids.append(int(proc.name))
     return pids
+
+
+class Traffic:
+    """POST /predict through the proxy from a thread until stopped; every answer that is not a 200 counts."""
+
+    def __init__(self, url: str, pause: float = 0.02) -> None:
+        import threading
+
+        self.url, self.pause, self.sent, self.failed = url, pause, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.wait(self.pause):
+                try:
+                    ok = client.post(f"{self.url}/predict", json={"features": [5.9, 3.0, 5.1, 1.8]}).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.sent += 1
+                self.failed += not ok
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)

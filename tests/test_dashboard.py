@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import BLUEGREEN, REPO, Project, free_ports, wait_for
-from tests.test_serve import TOKEN, Served, start_serve, stop
+from tests.conftest import BLUEGREEN, REPO, Project, Traffic, wait_for
+from tests.serving import TOKEN, Served
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 OUTPUT = Path(os.environ.get("BLUEGREEN_TEST_OUTPUT", REPO / "tests" / "output"))
@@ -44,18 +43,6 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     driver.quit()
 
 
-@pytest.fixture
-def served(project: Project, docker_client: Any) -> Iterator[Served]:
-    """v2 live on green, v1 warm on blue, serve running."""
-    project.env.update({"BLUEGREEN_RELEASE__BAKE": "0.2s", "BLUEGREEN_SERVE__WATCH_INTERVAL": "1s"})
-    assert project.run("up").code == 0
-    assert project.run("release", "bluegreen-model:v2", "--steps", "100").code == 0
-    (port,) = free_ports(1)
-    proc, log = start_serve(project, port)
-    yield Served(project, f"http://127.0.0.1:{port}", proc, log)
-    stop(proc)
-
-
 def text_of(driver: Any, element_id: str) -> str:
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 
@@ -63,6 +50,20 @@ def text_of(driver: Any, element_id: str) -> str:
         return str(driver.find_element("id", element_id).text)
     except (NoSuchElementException, StaleElementReferenceException):
         return ""
+
+
+def click(driver: Any, element_id: str) -> None:
+    """Click the element, finding it again if the page replaced it in between (it updates itself)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def attempt() -> bool:
+        try:
+            driver.find_element("id", element_id).click()
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    assert wait_for(attempt, timeout=10), f"#{element_id} kept being replaced"
 
 
 def sign_in(driver: Any, served: Served, token: str = TOKEN) -> None:
@@ -73,30 +74,6 @@ def sign_in(driver: Any, served: Served, token: str = TOKEN) -> None:
 
 def proxy_version(project: Project) -> str:
     return str(httpx.get(f"{project.proxy_url}/version", timeout=5).json()["version"])
-
-
-class Traffic:
-    """Requests through the proxy from a thread until stopped, so release steps have traffic to judge."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.sent, self.failed = url, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=5) as client:
-            while not self._stop.wait(0.02):
-                try:
-                    ok = client.post(f"{self.url}/predict", json={"features": [5.9, 3.0, 5.1, 1.8]}).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                self.sent += 1
-                self.failed += not ok
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
 
 def test_an_unauthenticated_browser_sees_the_sign_in_form_and_nothing_else(served: Served, browser: Any) -> None:
@@ -122,7 +99,7 @@ def test_an_unauthenticated_browser_sees_the_sign_in_form_and_nothing_else(serve
                          cookies={"bluegreen_session": cookie["value"]})
     assert session.status_code == 403
     assert served.live() == ("green", "v2") and proxy_version(served.project) == "v2"  # nothing moved
-    browser.find_element("id", "sign-out").click()
+    click(browser, "sign-out")
     assert wait_for(lambda: bool(browser.find_elements("id", "login")), timeout=10)
 
 
@@ -148,7 +125,7 @@ def test_the_dashboard_follows_a_release_in_place_and_rolls_back_with_one_click(
         OUTPUT.mkdir(parents=True, exist_ok=True)
         shot = OUTPUT / "dashboard-release.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
-        browser.find_element("id", "abort").click()
+        click(browser, "abort")
         assert release.wait(timeout=120) != 0  # aborted
         assert wait_for(lambda: "Abort" in text_of(browser, "flash"), timeout=30), browser.page_source
     finally:
@@ -160,10 +137,10 @@ def test_the_dashboard_follows_a_release_in_place_and_rolls_back_with_one_click(
     assert wait_for(lambda: text_of(browser, "release-none") != "", timeout=20)
     # One-click rollback: the confirmation names the version it goes back to.
     assert wait_for(lambda: bool(browser.find_elements("id", "rollback")), timeout=20), browser.page_source
-    browser.find_element("id", "rollback").click()
+    click(browser, "rollback")
     assert text_of(browser, "confirm-version") == "v1"
     browser.find_element("id", "reason").send_keys("checked in a browser")
-    browser.find_element("id", "confirm-rollback").click()
+    click(browser, "confirm-rollback")
     assert wait_for(lambda: text_of(browser, "flash").startswith("Rolled back: blue serves v1"), timeout=30)
     assert wait_for(lambda: proxy_version(project) == "v1", timeout=10)  # traffic moved, through the proxy
     assert wait_for(lambda: text_of(browser, "live-version") == "v1", timeout=20)

@@ -10,14 +10,13 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import BLUEGREEN, Project, wait_for
+from tests.conftest import BLUEGREEN, Project, Traffic, wait_for
 
 REPLICAS = 3
 
@@ -95,28 +94,6 @@ def task_containers(docker_client: Any, project: Project, color: str) -> list[An
     return docker_client.containers.list(filters={"label": f"com.docker.swarm.service.name={project.name}-{color}"})
 
 
-class Traffic:
-    def __init__(self, url: str) -> None:
-        self.url, self.sent, self.failed = url, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.wait(0.01):
-                try:
-                    ok = client.post(f"{self.url}/predict", json={"features": [5.9, 3.0, 5.1, 1.8]}).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                self.sent += 1
-                self.failed += not ok
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
 def server_sessions(project: Project) -> dict[str, int]:
     """Sessions per HAProxy server, read from its admin socket."""
     sock_path = project.root / ".bluegreen" / "haproxy" / "admin.sock"
@@ -139,7 +116,7 @@ def test_release_and_rollback_with_three_replicas_per_colour(swarm_project: Proj
     services = {s.name: s for s in swarm.services.list()}
     spec = services[f"{project.name}-blue"].attrs["Spec"]
     assert spec["Mode"]["Replicated"]["Replicas"] == REPLICAS
-    traffic = Traffic(project.proxy_url)
+    traffic = Traffic(project.proxy_url, pause=0.01)
     try:
         release = project.run("release", "bluegreen-model:v2", "--steps", "50,100", "--bake", "2s", timeout=300)
         assert release.code == 0, release.err
@@ -159,7 +136,7 @@ def test_release_and_rollback_with_three_replicas_per_colour(swarm_project: Proj
 def test_a_dead_task_is_replaced_and_does_not_fail_a_healthy_release(swarm_project: Project, swarm: Any) -> None:
     project = swarm_project
     assert project.run("up", timeout=300).code == 0
-    traffic = Traffic(project.proxy_url)
+    traffic = Traffic(project.proxy_url, pause=0.01)
     proc = subprocess.Popen([*BLUEGREEN, "release", "bluegreen-model:v2", "--steps", "50,100", "--bake", "8s"],
                             cwd=project.root, env={**os.environ, **project.env}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -201,7 +178,7 @@ def test_failover_when_the_live_colours_tasks_die_and_recovery_after_a_crash(
     project = swarm_project
     assert project.run("up", timeout=300).code == 0
     assert project.run("release", "bluegreen-model:v2", "--steps", "100", timeout=300).code == 0
-    traffic = Traffic(project.proxy_url)
+    traffic = Traffic(project.proxy_url, pause=0.01)
     try:
         for container in task_containers(swarm, project, "green"):
             container.kill()  # every task of the live colour at once

@@ -94,7 +94,8 @@ button, .button {{ font: inherit; padding: 6px 12px; border-radius: 6px; border:
 button.danger, .button.danger {{ background: #b91c1c; color: #fff; border-color: #991b1b; }}
 form.inline {{ display: inline; }} .actions > * {{ margin-right: 6px; }}
 svg {{ background: #fafafa; border: 1px solid #eee; }}
-#colours {{ grid-column: span 2; }} td.num {{ white-space: nowrap; text-align: right; }}
+#actions {{ grid-column: 1 / -1; }} #colours {{ grid-column: span 2; }}
+td.num {{ white-space: nowrap; text-align: right; }}
 @media (max-width: 900px) {{ #colours {{ grid-column: auto; }} }}
 </style></head><body>{body}</body></html>"""
 
@@ -157,8 +158,11 @@ def render_sections(snap: dict[str, Any], csrf: str) -> dict[str, str]:
         + f'. Warm for rollback: {warm_text}. Standby: {e(st.get("standby") or "none")}.'
         + (f' Lock: {e(st.get("lock"))}.' if st.get("lock") else "")
         + "</p>" + "".join(f'<p class="bad">{e(n)}</p>' for n in st.get("notes") or [])
-        + "".join(f'<p class="bad">{e(n)}</p>' for n in snap.get("errors") or [])
-        + f'<div class="actions">{"".join(buttons)}</div>')
+        + "".join(f'<p class="bad">{e(n)}</p>' for n in snap.get("errors") or []))
+    # The buttons have their own section, replaced only when they change (not with every countdown tick),
+    # so that a click never lands on a button being replaced.
+    sections["actions"] = f'<div class="actions">{"".join(buttons)}</div>'
+
 
     # The colours.
     latest = {}
@@ -287,7 +291,7 @@ def chart(points: list[dict[str, Any]], width: int = 420, height: int = 90) -> s
 
 def dashboard_page(snap: dict[str, Any], csrf: str, project: str, flash: str = "") -> str:
     sections = render_sections(snap, csrf)
-    order = ("live", "colours", "release", "chart", "drills", "backups", "history")
+    order = ("actions", "live", "colours", "release", "chart", "drills", "backups", "history")
     body = (f'<header><h1>bluegreen</h1><span>{e(project)}</span><span class="muted" id="updated">read '
             f'{time.strftime("%H:%M:%S", time.gmtime(snap.get("at", time.time())))} UTC</span>'
             f'<form class="inline" method="post" action="/logout" style="margin-left:auto"><input type="hidden" '
