@@ -26,26 +26,54 @@ environment variable (`BLUEGREEN_<SECTION>__<KEY>`, which wins); durations take 
 
 
 def _comments() -> dict[str, str]:
-    """``section.key`` -> the comment lines just above the key in the default file (and sections' own)."""
+    """``section.key`` -> the comment lines above the key in the default file (and sections' own).
+
+    Keys written one after another share the comment above the first (``host`` and ``port``), and
+    keys shown commented out (``# ready_path = "/health"``, the [model] profile's overridable keys)
+    count as keys with that comment.
+    """
     out: dict[str, str] = {}
     section = ""
     pending: list[str] = []
+    group = ""  # the description of the keys being listed together
+    key_line = re.compile(r"^([a-z0-9_]+)\s*=")
     for raw in default_toml().splitlines():
         line = raw.strip()
-        if line.startswith("#"):
-            pending.append(line.lstrip("#").strip())
+        if not line:
+            pending, group = [], ""
+            continue
+        commented = line.lstrip("#").strip() if line.startswith("#") else None
+        key = key_line.match(commented if commented is not None else line)
+        if commented is not None and key is None:
+            if group and not pending:
+                group = ""  # a new description begins
+            pending.append(commented)
             continue
         header = re.match(r"^\[([a-z0-9_.]+)\]$", line)
         if header:
             section = header.group(1)
             if pending:
                 out[section] = " ".join(pending)
-        else:
-            key = re.match(r"^([a-z0-9_]+)\s*=", line)
-            if key and pending:
-                out[f"{section}.{key.group(1)}" if section else key.group(1)] = " ".join(pending)
+            pending, group = [], ""
+            continue
+        if key:
+            if pending:
+                group = " ".join(pending)
+            if group:
+                out[f"{section}.{key.group(1)}" if section else key.group(1)] = group
         pending = []
     return out
+
+
+# Keys the default file cannot show with a comment of their own.
+NOTES = {
+    "serve.token": "The API token. Only from BLUEGREEN_SERVE__TOKEN (or the file serve.token_file names): "
+                   "refused in bluegreen.toml, never printed or logged.",
+    "environments.blue": "Blue's port, and extra named ports its server opens (ports = {NAME = port}).",
+    "environments.green": "Green's port, and extra named ports its server opens (ports = {NAME = port}).",
+    "analysis.prometheus.queries": "PromQL checks per step, by name: { query = '…', max = … or min = … }, "
+                                   "with {colour} and {window} filled in (runbooks/model-contract.md).",
+}
 
 
 def _type(annotation: Any) -> str:
@@ -99,12 +127,14 @@ def _rows(model: type[BaseModel], prefix: str, notes: dict[str, str], out: list[
             value = None
         if field.is_required():
             default = "required"
+        elif value is None and prefix == "model":
+            default = "from model.profile"
         elif isinstance(value, BaseModel):
             default = ", ".join(f"{k} = {_default(None, v)}" for k, v in value.model_dump().items())
         else:
             default = _default(field, value)
         env = f"{ENV_PREFIX}{key.upper().replace('.', '__')}"
-        note = notes.get(key, "").replace("|", "\\|")
+        note = (notes.get(key) or NOTES.get(key, "")).replace("|", "\\|")
         out.append(f"| `{key}` | {_type(annotation)} | `{default}` | `{env}` | {note} |")
     for key, sub in nested:
         out.append("")
