@@ -594,14 +594,44 @@ def backup_verify(
 
 @backup_app.command("restore")
 def backup_restore(
-    set_id: Annotated[str, typer.Argument(metavar="ID", help="A set from bluegreen backup list.")],
+    set_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="A set from bluegreen backup list.",
+                                                 show_default=False)] = None,
+    at: Annotated[str | None, typer.Option("--at", help="A moment of the continuous archive (ISO 8601, e.g. "
+                  "2026-11-25T14:03:00Z); needs backups.pitr and --into.", show_default=False)] = None,
+    before_release: Annotated[int | None, typer.Option("--before-release", help="The restore point taken as this "
+                              "release began; needs backups.pitr and --into.", show_default=False)] = None,
+    into: Annotated[Path | None, typer.Option("--into", help="Write the restored database to this new file and "
+                    "compare it with live (live data is untouched).", show_default=False)] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Restore a set's database and config (after a safety snapshot of the current state)."""
+    """Restore a set's database and config (after a safety snapshot), or a moment of the archive into a file."""
     from bluegreen.orchestrator import snapshots
 
     OPTIONS.json = as_json
+    if at is not None or before_release is not None:
+        if set_id is not None or (at is not None and before_release is not None):
+            raise typer.BadParameter("give one of ID, --at or --before-release", param_hint="ID")
+        if into is None:
+            raise typer.BadParameter("a point-in-time restore writes a new file: add --into PATH (restoring a "
+                                     "moment in place is not supported; restore a backup set by ID for that)",
+                                     param_hint="--into")
+        report = snapshots.restore_to_point(_deployment(), into.resolve(), at=at, release_id=before_release,
+                                            progress=_progress)
+        if as_json:
+            _emit(report)
+            return
+        typer.echo(f"restored the database as of {report['as_of']} into {report['into']} (live is untouched)")
+        for table, n in report["rows"].items():
+            typer.echo(f"  {table}: {n} rows (live: {report['live_rows'].get(table, 'absent')})")
+        for table, diff in report["schema_differences"].items():
+            typer.echo(f"  {table}: columns only in the copy {diff['only_restored']}, only live {diff['only_live']}")
+        return
+    if set_id is None:
+        raise typer.BadParameter("name a backup set (bluegreen backup list), or --at / --before-release with --into",
+                                 param_hint="ID")
+    if into is not None:
+        raise typer.BadParameter("--into goes with --at or --before-release", param_hint="--into")
     if not yes and not sys.stdin.isatty():
         raise typer.BadParameter("restoring replaces the live database; pass --yes to confirm",
                                  param_hint="--yes")

@@ -18,6 +18,7 @@ from bluegreen.orchestrator.settings_core import COLORS
 from bluegreen.orchestrator.state import StateStore, default_actor
 
 if TYPE_CHECKING:
+    from bluegreen.backups.litestream import Litestream
     from bluegreen.backups.sets import BackupStore
     from bluegreen.orchestrator.notify import Notifier
     from bluegreen.orchestrator.settings import Settings
@@ -41,7 +42,7 @@ class Deployment:
         self.settings = settings
         self.actor = actor or default_actor()
 
-    SHARED = ("runtime", "engine", "proxy_engine", "contract", "proxy", "state", "backups", "notifier")
+    SHARED = ("runtime", "engine", "proxy_engine", "contract", "proxy", "state", "backups", "notifier", "pitr")
 
     def warm(self) -> Deployment:
         """Build the adapters a long-running process keeps: engine client, contract, proxy, state."""
@@ -132,6 +133,16 @@ class Deployment:
         sources = Sources(database_url=s.database.url, sqlite_path=s.sqlite_path, config_files=files,
                           lock_wait_timeout=s.backups.lock_wait_timeout)
         return BackupStore(s.root / s.backups.dir, sources)
+
+    @cached_property
+    def pitr(self) -> Litestream | None:
+        """The continuous archive of the application database, when backups.pitr is on."""
+        b, path = self.settings.backups, self.settings.sqlite_path
+        if b.pitr != "litestream" or path is None:
+            return None
+        from bluegreen.backups.litestream import Litestream
+
+        return Litestream(path, self.settings.state_dir / "litestream", b.replica, b.litestream_binary)
 
     @cached_property
     def notifier(self) -> Notifier:

@@ -88,6 +88,8 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
             dep.state.record_environment(live, image, version, current.id, current.port, env)
             dep.state.set_live(live, weights)
             publish_scrape_targets(dep)
+            if dep.pitr is not None and dep.pitr.start():
+                changed.append(f"started litestream, archiving {dep.pitr.database.name} to {dep.pitr.replica}")
         except BaseException:
             if started_proxy:
                 dep.proxy.stop()
@@ -234,6 +236,10 @@ def down(dep: Deployment, progress: Progress = _quiet) -> DownResult:
                     errors.append(exc.message)
         if errors:
             raise EnvironmentFailed("; ".join(errors))
+        if dep.pitr is not None and dep.pitr.running():
+            progress("stopping litestream (the archive keeps what it has)")
+            dep.pitr.stop()
+            stopped.append("litestream")
         dep.state.set_doc("warm", None)
         audit.notes.append(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
     return DownResult(stopped)

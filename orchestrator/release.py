@@ -223,7 +223,18 @@ class _Executor:
         p = self.plan
         backup = self.dep.backups.create(reason=f"before release of {p.version}", release_id=self.rid,
                                          kind="release", progress=self.progress)
-        return {"backup": backup.id}
+        detail: dict[str, Any] = {"backup": backup.id}
+        if self.dep.pitr is not None:
+            # A restore point in the continuous archive too: the release's exact moment, at any size.
+            try:
+                point = self.dep.pitr.restore_point()
+            except BluegreenError as exc:
+                self.progress(f"no restore point in the archive ({exc.message}); the backup set above stands")
+                detail["restore_point_error"] = exc.message
+            else:
+                self.progress(f"restore point: litestream transaction {point.txid} at {point.at}")
+                detail["restore_point"] = point.to_dict()
+        return detail
 
     def _migrate(self, seq: int) -> dict[str, Any]:
         p = self.plan

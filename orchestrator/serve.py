@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bluegreen.orchestrator.errors import ConfigError, LockHeld
+from bluegreen.orchestrator.errors import BluegreenError, ConfigError, LockHeld
 from bluegreen.orchestrator.events import Event, EventLog
 
 
@@ -62,6 +62,12 @@ def schedule(settings: Any, events: EventLog, base: Any = None) -> Any:
         from bluegreen.orchestrator.recovery import housekeeping
 
         dep = base.acting_as("serve")
+        if dep.pitr is not None and dep.settings.sqlite_path is not None and dep.settings.sqlite_path.exists():
+            try:
+                if dep.pitr.start():  # the archive's replicator died: start it again (a gap, said so)
+                    events.add(Event("progress", "litestream was not running: started it again"))
+            except BluegreenError as exc:
+                events.add(Event("progress", f"litestream could not be started: {exc.message}"))
         try:
             with dep.lock("watch"):
                 for note in housekeeping(dep, events):

