@@ -5,8 +5,9 @@ directory by default or the URL in ``backups.replica``, and a control socket), k
 ``litestream replicate`` process running for the deployment (started by ``up``, stopped by
 ``down``, restarted by ``serve``'s watcher when it died), and asks it for restore points: ``sync
 -wait`` makes Litestream ship every committed transaction to the replica and answers the
-transaction id it reached, in constant time at any database size. ``restore -txid`` (or
-``-timestamp``) rebuilds the database as of that point, into a path of our choosing.
+transaction id it reached, in constant time at any database size. ``restore -txid`` rebuilds the
+database as of that transaction into a path of our choosing; a time is turned into the last
+transaction archived by then, from the archive's own file listing (to the second).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bluegreen.orchestrator.errors import BackupError
 from bluegreen.orchestrator.private import private_dir
@@ -145,7 +147,11 @@ class Litestream:
         return RestorePoint("litestream", txid, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def restore(self, into: Path, txid: int | None = None, timestamp: str | None = None) -> None:
-        """Rebuild the database as of ``txid`` (inclusive) or ``timestamp`` into ``into`` (which must not exist)."""
+        """Rebuild the database as of ``txid`` (inclusive) or ``timestamp`` into ``into`` (which must not exist).
+
+        bluegreen restores by transaction: a time is first turned into the last transaction archived by
+        then (``txid_at``), since Litestream's own ``-timestamp`` refuses times after its newest file.
+        """
         if into.exists():
             raise BackupError(f"{into} exists: a point-in-time restore writes a new file",
                               "choose another --into path, or remove it first")
@@ -160,11 +166,46 @@ class Litestream:
                               f"{(proc.stderr or proc.stdout).strip()[:300]}",
                               "bluegreen backup restore --help; the window is shown by bluegreen status")
 
-    def window(self) -> tuple[str, str] | None:
-        """The oldest and newest times the archive can restore to (from its files), or None when empty."""
+    def state(self) -> dict[str, Any]:
+        """Running or not; transactions committed but not yet archived; the recoverable window."""
+        running = self.running()
+        out: dict[str, Any] = {"tool": "litestream", "running": running, "replica": self.replica,
+                                  "pending_transactions": None, "oldest": None, "newest": None}
         if not self.config_path.exists():
-            return None
-        proc = subprocess.run([self._binary(), "ltx", "-config", str(self.config_path), str(self.database)],
-                              capture_output=True, text=True, timeout=60)
-        created = [line.split()[-1] for line in proc.stdout.splitlines()[1:] if line.split()]
-        return (min(created), max(created)) if created else None
+            return out
+        binary = self._binary()
+        files = self.files()
+        archived = max((int(f["max_txid"], 16) for f in files), default=0)
+        if files:
+            out["oldest"] = min(str(f["timestamp"]) for f in files)
+            out["newest"] = max(str(f["timestamp"]) for f in files)
+        if running:
+            status = subprocess.run([binary, "status", "-json", "-config", str(self.config_path)],
+                                    capture_output=True, text=True, timeout=30)
+            try:
+                local = int(json.loads(status.stdout)[0]["local_txid"], 16)
+                out["pending_transactions"] = max(0, local - archived)
+            except (ValueError, KeyError, IndexError, TypeError):
+                pass
+        return out
+
+    def files(self) -> list[dict[str, Any]]:
+        """The archive's LTX files at every level: txid ranges and the second each was written."""
+        if not self.config_path.exists():
+            return []
+        proc = subprocess.run([self._binary(), "ltx", "-json", "-level", "all", "-config", str(self.config_path),
+                               str(self.database)], capture_output=True, text=True, timeout=60)
+        try:
+            return [f for f in json.loads(proc.stdout or "[]") if isinstance(f, dict)]
+        except ValueError:
+            return []
+
+    def txid_at(self, timestamp: str) -> int | None:
+        """The last transaction archived no later than ``timestamp`` (UTC, to the second); None: none was."""
+        done = [int(f["max_txid"], 16) for f in self.files() if str(f.get("timestamp", "")) <= timestamp]
+        return max(done) if done else None
+
+    def window(self) -> tuple[str, str] | None:
+        """The oldest and newest times the archive can restore to, or None when it is empty."""
+        stamps = [str(f["timestamp"]) for f in self.files()]
+        return (min(stamps), max(stamps)) if stamps else None

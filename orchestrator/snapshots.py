@@ -91,16 +91,17 @@ def restore_to_point(dep: Deployment, into: Path, at: str | None = None, release
                                  "bluegreen backup restore --help")
         if when > datetime.now(UTC):
             raise InvalidRequest(f"--at {at} is in the future", "bluegreen backup restore --help")
-        window = archive.window()
-        if window is None or when.strftime("%Y-%m-%dT%H:%M:%SZ") < window[0]:
+        at = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        txid = archive.txid_at(at)
+        if txid is None:
+            window = archive.window()
             shown = f"{window[0]} to now" if window else "empty"
             raise InvalidRequest(f"--at {at} is outside the recoverable window ({shown})",
                                  "choose a time inside it, or restore a backup set: bluegreen backup list")
-        at = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        what = f"{at}"
+        what = f"{at} (transaction {txid}, the last one archived by then)"
     with dep.state.action(dep.actor, "backup restore", {"into": str(into), "at": at, "release": release_id}) as audit:
         progress(f"restoring the database as of {what} into {into}")
-        archive.restore(into, txid=txid, timestamp=None if txid is not None else at)
+        archive.restore(into, txid=txid)
         try:
             with sqlite3.connect(f"file:{into}?mode=ro", uri=True, timeout=60) as copy:
                 restored_counts = table_counts(copy)

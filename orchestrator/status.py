@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bluegreen.orchestrator.deployment import Deployment
-from bluegreen.orchestrator.errors import ProxyError
+from bluegreen.orchestrator.errors import BluegreenError, ProxyError
 from bluegreen.orchestrator.journal import Journal
 from bluegreen.orchestrator.lock import current_holder
 from bluegreen.orchestrator.settings_core import COLORS
@@ -39,6 +39,7 @@ class Status:
     release: dict[str, Any] | None = None  # the release or rollback in progress (or cut short)
     warm: dict[str, Any] | None = None  # the previous colour kept running, and until when (only if it truly is)
     standby: str | None = None  # the colour the proxy fails over to, read from the proxy
+    archive: dict[str, Any] | None = None  # the continuous archive (backups.pitr), when on
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +96,17 @@ def status(dep: Deployment) -> Status:
             result.notes.append(f"{warm['color']} was to stay warm for rollback, but its container is "
                                 f"{cs.container} ({cs.health}): a rollback starts it first")
             result.warm = None
+    if dep.pitr is not None:
+        try:
+            result.archive = dep.pitr.state()
+        except BluegreenError as exc:
+            result.archive = {"tool": "litestream", "running": False, "error": exc.message}
+        if not result.archive.get("running"):
+            result.notes.append("the continuous archive (litestream) is not running: writes from now on cannot be "
+                                "restored to a point in time; bluegreen up starts it")
+        elif (result.archive.get("pending_transactions") or 0) > 0:
+            result.notes.append(f"{result.archive['pending_transactions']} committed transactions are not archived "
+                                "yet (Litestream ships every second; more than that is lag: check its log)")
     live = result.environments.get(result.live or "")
     if live is not None and not live.healthy and standby is not None:
         result.notes.append(f"{result.live} does not answer ({live.health}); the proxy sends its traffic to the "

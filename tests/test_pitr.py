@@ -71,6 +71,9 @@ def test_a_release_and_a_time_are_restored_exactly_into_a_new_file(archived: Pro
     assert markers_in(tmp_path / "time.db") == ["before"]
     assert "markers: 1 rows (live: 2)" in by_time.out
     assert sorted(markers_in(project.db_path)) == ["after", "before"]  # live data untouched
+    archive = json.loads(project.run("status", "--json").out)["archive"]
+    assert archive["running"] is True and archive["oldest"] <= at < datetime.now(UTC).isoformat()
+    assert archive["pending_transactions"] is not None
 
     # Bad input: named, exit code set, nothing written.
     future = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -94,6 +97,9 @@ def test_the_replicator_is_restarted_by_up_and_stopped_by_down(archived: Project
     os.kill(first, signal.SIGKILL)
     assert wait_for(lambda: not Path(f"/proc/{first}/cmdline").exists()
                     or b"litestream" not in Path(f"/proc/{first}/cmdline").read_bytes(), timeout=10)
+    status = json.loads(project.run("status", "--json").out)
+    assert status["archive"]["running"] is False
+    assert any("continuous archive (litestream) is not running" in n for n in status["notes"])
     again = project.run("up", "--json", timeout=300)
     assert again.code == 0, again.err
     assert any("started litestream" in c for c in json.loads(again.out)["changed"])

@@ -62,6 +62,7 @@ class StateCollector(Collector):
         yield histogram
         yield from self._drill(rows, project)
         yield from self._backup(project)
+        yield from self._archive(project)
         alerts = CounterMetricFamily("bluegreen_alerts", "Alertmanager deliveries, by the action they led to.",
                                      labels=["project", "action"])
         for action, n in sorted(Counter(json.loads(a["args"]).get("action", "record") for a in
@@ -95,6 +96,35 @@ class StateCollector(Collector):
             taken = calendar.timegm(time.strptime(verified[0].manifest["created_at"], "%Y-%m-%dT%H:%M:%SZ"))
             age.add_metric([project], max(0.0, time.time() - taken))
         yield age
+
+
+    def _archive(self, project: str) -> Iterator[Metric]:
+        running = GaugeMetricFamily("bluegreen_archive_running", "1 while the continuous archive's replicator runs.",
+                                    labels=["project"])
+        pending = GaugeMetricFamily("bluegreen_archive_pending_transactions",
+                                    "Committed transactions not yet in the archive.", labels=["project"])
+        newest = GaugeMetricFamily("bluegreen_archive_newest_age_seconds",
+                                   "Seconds since the newest archived change.", labels=["project"])
+        window = GaugeMetricFamily("bluegreen_archive_window_seconds",
+                                   "How far back the archive can restore to a point in time.", labels=["project"])
+        archive = self.dep.pitr
+        if archive is not None:
+            try:
+                state = archive.state()
+            except BluegreenError:
+                state = {"running": False}
+            running.add_metric([project], 1.0 if state.get("running") else 0.0)
+            if state.get("pending_transactions") is not None:
+                pending.add_metric([project], float(state["pending_transactions"]))
+            if state.get("newest") and state.get("oldest"):
+                first = calendar.timegm(time.strptime(str(state["oldest"]), "%Y-%m-%dT%H:%M:%SZ"))
+                last = calendar.timegm(time.strptime(str(state["newest"]), "%Y-%m-%dT%H:%M:%SZ"))
+                newest.add_metric([project], max(0.0, time.time() - last))
+                window.add_metric([project], max(0.0, time.time() - first))
+        yield running
+        yield pending
+        yield newest
+        yield window
 
 
 def render(dep: Deployment) -> bytes:
