@@ -3,9 +3,9 @@
 bluegreen writes Litestream's configuration (the database, a file replica under the state
 directory by default or the URL in ``backups.replica``, and a control socket), keeps one
 ``litestream replicate`` process running for the deployment (started by ``up``, stopped by
-``down``, restarted by ``serve``'s watcher when it died), and asks it for restore points: ``sync
--wait`` makes Litestream ship every committed transaction to the replica and answers the
-transaction id it reached, in constant time at any database size. ``restore -txid`` rebuilds the
+``down``, restarted by ``serve``'s watcher when it died), and asks it for restore points: a sync
+with wait on its control socket makes Litestream ship every committed transaction to the replica
+and answers the transaction id it reached, in constant time at any database size. ``restore -txid`` rebuilds the
 database as of that transaction into a path of our choosing; a time is turned into the last
 transaction archived by then, from the archive's own file listing (to the second).
 """
@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -132,14 +133,21 @@ class Litestream:
         if not self.running():
             raise BackupError("litestream is not running, so the archive has a gap from now on",
                               "bluegreen up (starts it), then release again")
-        proc = subprocess.run([self._binary(), "sync", "-wait", "-json", "-timeout", str(int(timeout)), "-socket",
-                               str(self.socket_path), str(self.database)], capture_output=True, text=True,
-                              timeout=timeout + 10)
+        # POST /sync on Litestream's control socket (what `litestream sync -wait` sends), without
+        # starting a process: the release waits for this.
+        body = json.dumps({"path": str(self.database), "wait": True, "timeout": int(timeout)}).encode()
+        request = (f"POST /sync HTTP/1.0\r\nHost: litestream\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         try:
-            doc = json.loads(proc.stdout)
-            txid, replicated = int(doc["txid"]), int(doc["replica_txid"])
-        except (ValueError, KeyError, TypeError):
-            raise BackupError(f"litestream sync failed: {(proc.stderr or proc.stdout).strip()[:300]}",
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout + 5)
+                sock.connect(str(self.socket_path))
+                sock.sendall(request)
+                answer = b"".join(iter(lambda: sock.recv(65536), b""))
+            doc = json.loads(answer.partition(b"\r\n\r\n")[2])
+            txid, replicated = int(doc["txid"]), int(doc["replicated_txid"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BackupError(f"litestream did not confirm a sync on {self.socket_path}: {exc}",
                               f"check {self.log_path}") from None
         if replicated < txid:
             raise BackupError(f"litestream replicated up to transaction {replicated}, not {txid}, within {timeout:g}s",

@@ -75,7 +75,8 @@ def _cleanup_project(project: Project) -> None:
     names = [f"{project.name}-blue", f"{project.name}-green", *listed.stdout.split()]
     subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
     for pid_file in (project.root / ".bluegreen" / "haproxy" / "haproxy.pid",
-                     project.root / ".bluegreen" / "nginx" / "nginx.pid"):
+                     project.root / ".bluegreen" / "nginx" / "nginx.pid",
+                     project.root / ".bluegreen" / "litestream" / "litestream.pid"):
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
 

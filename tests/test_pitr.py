@@ -118,3 +118,13 @@ def test_point_in_time_restores_are_refused_without_the_archive(project: Project
     assert refused.code == 2 and 'backups.pitr is "off"' in refused.err
     bad = project.run("status", env={"BLUEGREEN_BACKUPS__PITR": "litestream", "BLUEGREEN_DATABASE__URL": ""})
     assert bad.code == 4 and "archives a SQLite database" in bad.err
+
+
+def test_a_drill_restores_the_archive_to_a_point_and_checks_it(archived: Project) -> None:
+    project = archived
+    marker(project, "drill")
+    assert project.run("release", "bluegreen-model:v2", "--steps", "100", timeout=300).code == 0
+    drill = project.run("drill", "--json", timeout=300)
+    assert drill.code == 0, drill.err
+    doc = json.loads(drill.out)
+    assert doc["ok"] and doc["archive"]["ok"] and doc["archive"]["tables"]["markers"] == 1, doc
