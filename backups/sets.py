@@ -221,6 +221,21 @@ class BackupStore:
         return backup, safety
 
     # -- retention ---------------------------------------------------------------------------
+    def prune_scheduled(self, keep_daily: int, keep_weekly: int, now: float | None = None) -> list[str]:
+        """Remove scheduled sets beyond the retention: the newest set of each of the last ``keep_daily``
+        days and of each of the last ``keep_weekly`` ISO weeks stay (and the newest verified set)."""
+        sets = [s for s in self.all_sets() if s.manifest.get("kind") == "scheduled"]
+        keep_ids = set(scheduled_to_keep([(s.id, str(s.manifest.get("created_at", ""))) for s in sets],
+                                         keep_daily, keep_weekly, now))
+        newest_verified = next((s.id for s in self.all_sets() if s.verified_at), None)
+        removed = []
+        for backup in sets:
+            if backup.id in keep_ids or backup.id == newest_verified:
+                continue
+            shutil.rmtree(backup.path)
+            removed.append(backup.id)
+        return removed
+
     def prune(self, keep: int) -> list[str]:
         """Remove all but the newest ``keep`` sets; the newest verified set is always kept."""
         sets = self.all_sets()
@@ -232,3 +247,25 @@ class BackupStore:
             shutil.rmtree(backup.path)
             removed.append(backup.id)
         return removed
+
+
+def scheduled_to_keep(sets: list[tuple[str, str]], keep_daily: int, keep_weekly: int,
+                      now: float | None = None) -> list[str]:
+    """Grandfather-father-son: of (id, created_at) pairs, the newest per day for the last ``keep_daily``
+    days and the newest per ISO week for the last ``keep_weekly`` weeks (days and weeks in UTC)."""
+    import datetime as dt
+
+    today = dt.datetime.fromtimestamp(now if now is not None else time.time(), dt.UTC).date()
+    days = {today - dt.timedelta(days=i) for i in range(keep_daily)}
+    weeks = {(today - dt.timedelta(weeks=i)).isocalendar()[:2] for i in range(keep_weekly)}
+    newest_of: dict[object, tuple[str, str]] = {}
+    for set_id, created in sets:
+        try:
+            day = dt.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").date()
+        except ValueError:
+            continue
+        for bucket in (("day", day) if day in days else None, ("week", day.isocalendar()[:2])
+                       if day.isocalendar()[:2] in weeks else None):
+            if bucket is not None and (bucket not in newest_of or created > newest_of[bucket][1]):
+                newest_of[bucket] = (set_id, created)
+    return sorted({set_id for set_id, _ in newest_of.values()})

@@ -75,6 +75,14 @@ def schedule(settings: Any, events: EventLog, base: Any = None) -> Any:
         except LockHeld:
             pass  # a release or a rollback is running: it does this itself
 
+    def run_backup() -> None:
+        from bluegreen.orchestrator.snapshots import scheduled
+
+        scheduled(base.acting_as("scheduler"), progress=events)
+
+    if settings.backups.schedule:
+        scheduler.add_job(run_backup, CronTrigger.from_crontab(settings.backups.schedule, timezone="UTC"),
+                          id="backup")
     if settings.drills.schedule:
         scheduler.add_job(run_drill, CronTrigger.from_crontab(settings.drills.schedule, timezone="UTC"), id="drill")
     if settings.monitor.interval > 0:

@@ -417,10 +417,22 @@ class BackupsSettings(_Section):
     keep: int = Field(10, ge=1)
     extra_files: list[Path] = Field(default_factory=list)
     lock_wait_timeout: Duration = 10.0
+    # Backups on a timer, run by `bluegreen serve`: a cron expression (5 fields; empty: none). Each
+    # scheduled set is verified by restoring it into scratch; scheduled sets are kept by age.
+    schedule: str = ""
+    keep_daily: int = Field(7, ge=0, le=366)
+    keep_weekly: int = Field(4, ge=0, le=520)
     # Continuous archiving for point-in-time recovery: "off", or "litestream" (SQLite databases).
     pitr: Literal["off", "litestream"] = "off"
     litestream_binary: str = "litestream"
     replica: str = ""  # a Litestream replica URL; empty: a file replica in <state>/litestream/replica
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if value and len(value.split()) != 5:
+            raise ValueError("must be a cron expression of 5 fields, e.g. '30 2 * * *' (02:30 daily)")
+        return value
 
 
 class Settings(DerivedPaths, BaseSettings):

@@ -126,3 +126,46 @@ def _columns(conn: Any) -> dict[str, list[str]]:
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
                                          "AND name NOT LIKE 'sqlite_%'")]
     return {t: [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')] for t in tables}
+
+
+def scheduled(dep: Deployment, progress: Progress = _quiet) -> dict[str, Any]:
+    """The timer's backup: a set, verified by restoring it into scratch, recorded in history; old
+    scheduled sets pruned by age. Skipped (and said so) while another change holds the lock."""
+    import time
+
+    from bluegreen.orchestrator.errors import BluegreenError, LockHeld
+    from bluegreen.orchestrator.journal import Journal
+
+    b = dep.settings.backups
+    try:
+        lock = dep.lock("backup (scheduled)")
+    except LockHeld as exc:
+        progress(f"scheduled backup skipped: {exc.message}")
+        return {"ok": True, "skipped": exc.message}
+    began = time.monotonic()
+    with lock, dep.state.action(dep.actor, "backup (scheduled)") as audit:
+        journal = Journal(dep.state)
+        live = dep.state.live_color() or "blue"
+        record = dep.state.environment(live)
+        image, version = (record.image, record.version) if record else ("", "")
+        rid = journal.begin("backup", dep.actor, image, version, {}, live, live, image, version, {},
+                            {"steps": [{"name": "backup"}]})
+        journal.step_started(rid, 0, "backup")
+        result: dict[str, Any] = {"ok": False, "id": None, "problems": [], "pruned": []}
+        try:
+            backup = dep.backups.create(reason="scheduled", kind="scheduled", progress=progress)
+            result["id"] = backup.id
+            report = dep.backups.verify(backup.id, progress)
+            result["ok"], result["problems"] = report.ok, list(report.problems)
+            result["pruned"] = dep.backups.prune_scheduled(b.keep_daily, b.keep_weekly)
+        except BluegreenError as exc:
+            result["problems"].append(exc.message)
+        summary = (f"scheduled backup {result['id']} verified" if result["ok"] else
+                   f"scheduled backup FAILED: {'; '.join(result['problems'])}")
+        journal.step_finished(rid, 0, "done" if result["ok"] else "failed", result)
+        journal.finish(rid, "passed" if result["ok"] else "failed", summary, round(time.monotonic() - began, 3))
+        audit.notes.append(summary)
+        if not result["ok"]:
+            dep.notify("backup_failed", summary, **result)
+        progress(summary)
+        return result

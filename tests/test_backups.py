@@ -259,3 +259,24 @@ def test_an_unreachable_postgresql_is_a_clear_error(tmp_path: Path) -> None:
         store.create()
     assert info.value.message.startswith("cannot connect to postgresql://bluegreen:***@127.0.0.1:1/nothing")
     assert "s3cret" not in info.value.message + info.value.hint
+
+
+def test_scheduled_sets_are_kept_one_per_day_and_one_per_week() -> None:
+    """Grandfather-father-son retention over (id, created_at): days and ISO weeks in UTC."""
+    import calendar
+    import time as _time
+
+    from bluegreen.backups.sets import scheduled_to_keep
+
+    now = calendar.timegm(_time.strptime("2026-11-25T12:00:00Z", "%Y-%m-%dT%H:%M:%SZ"))  # a Wednesday
+    sets = [
+        ("a", "2026-11-25T02:30:00Z"), ("b", "2026-11-25T10:00:00Z"),  # today: b, the newer
+        ("c", "2026-11-24T02:30:00Z"),                                   # yesterday
+        ("d", "2026-11-20T02:30:00Z"),                                   # last week (ISO week 47): newest of it
+        ("e", "2026-11-17T02:30:00Z"),                                   # week 47, older: dropped
+        ("f", "2026-10-01T02:30:00Z"),                                   # beyond both windows
+        ("g", "not a time"),                                             # unreadable: not kept by age
+    ]
+    assert scheduled_to_keep(sets, keep_daily=2, keep_weekly=2, now=now) == ["b", "c", "d"]
+    assert scheduled_to_keep(sets, keep_daily=0, keep_weekly=1, now=now) == ["b"]
+    assert scheduled_to_keep(sets, keep_daily=0, keep_weekly=0, now=now) == []

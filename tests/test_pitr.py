@@ -128,3 +128,33 @@ def test_a_drill_restores_the_archive_to_a_point_and_checks_it(archived: Project
     assert drill.code == 0, drill.err
     doc = json.loads(drill.out)
     assert doc["ok"] and doc["archive"]["ok"] and doc["archive"]["tables"]["markers"] == 1, doc
+
+
+def test_a_scheduled_backup_is_verified_recorded_and_pruned_and_a_failure_is_loud(
+        project: Project, docker_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bluegreen.backups.sets import BackupStore, VerifyReport
+    from bluegreen.orchestrator.api.metrics import render
+    from bluegreen.orchestrator.deployment import Deployment
+    from bluegreen.orchestrator.settings import load_settings
+    from bluegreen.orchestrator.snapshots import scheduled
+
+    assert project.run("up", timeout=300).code == 0
+    dep = Deployment(load_settings(project.root / "bluegreen.toml"), actor="scheduler")
+    first = scheduled(dep)
+    assert first["ok"] and first["id"] and first["problems"] == []
+    [verified] = [s for s in dep.backups.all_sets() if s.id == first["id"]]
+    assert verified.verified_at is not None and verified.manifest["kind"] == "scheduled"
+    second = scheduled(dep)  # the same day: the newer set stands for it, the older one goes
+    assert second["ok"] and second["pruned"] == [first["id"]]
+    history = json.loads(project.run("history", "--json").out)["releases"]
+    assert [(r["kind"], r["status"]) for r in history[:2]] == [("backup", "passed"), ("backup", "passed")]
+
+    def broken(self: BackupStore, set_id: str, progress: Any = None) -> VerifyReport:
+        return VerifyReport(set_id, False, ["row counts differ (injected)"])
+
+    monkeypatch.setattr(BackupStore, "verify", broken)
+    failed = scheduled(dep)
+    assert not failed["ok"] and "injected" in failed["problems"][0]
+    assert json.loads(project.run("history", "--json").out)["releases"][0]["status"] == "failed"
+    [gauge] = [line for line in render(dep).splitlines() if line.startswith(b"bluegreen_last_scheduled_backup_ok{")]
+    assert gauge.endswith(b" 0.0")

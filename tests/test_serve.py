@@ -370,11 +370,12 @@ def test_scheduled_jobs_never_overlap_and_coalesce_missed_runs(tmp_path: Path) -
     from bluegreen.orchestrator.settings import Settings
 
     settings = Settings(root=tmp_path, drills={"schedule": "0 3 * * *"}, monitor={"interval": "1m"},
-                        serve={"watch_interval": "1h"})
+                        serve={"watch_interval": "1h"}, backups={"schedule": "30 2 * * *"})
     scheduler = schedule(settings, EventLog())
     try:
         jobs = {job.id: job for job in scheduler.get_jobs()}
-        assert set(jobs) == {"drill", "monitor", "watch"}
+        assert set(jobs) == {"backup", "drill", "monitor", "watch"}
+        assert str(jobs["backup"].trigger) == "cron[month='*', day='*', day_of_week='*', hour='2', minute='30']"
         for job in jobs.values():
             assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 3600)
         assert str(jobs["drill"].trigger) == "cron[month='*', day='*', day_of_week='*', hour='3', minute='0']"

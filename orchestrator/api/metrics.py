@@ -61,6 +61,13 @@ class StateCollector(Collector):
         histogram.add_metric([project], buckets, sum(durations))
         yield histogram
         yield from self._drill(rows, project)
+        scheduled = GaugeMetricFamily("bluegreen_last_scheduled_backup_ok",
+                                      "1 when the last scheduled backup was taken and restored into scratch.",
+                                      labels=["project"])
+        backups = [r for r in rows if r["kind"] == "backup" and r["status"] != "running"]
+        if backups:
+            scheduled.add_metric([project], int(backups[-1]["status"] == "passed"))
+        yield scheduled
         yield from self._backup(project)
         yield from self._archive(project)
         alerts = CounterMetricFamily("bluegreen_alerts", "Alertmanager deliveries, by the action they led to.",
