@@ -9,7 +9,6 @@ removed however it ends.
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ from bluegreen.orchestrator.errors import InvalidRequest
 from bluegreen.orchestrator.health import wait_healthy
 from bluegreen.orchestrator.modelclient import ModelClient
 from bluegreen.orchestrator.plan import version_of
+from bluegreen.orchestrator.ports import free_ports
 
 Progress = Callable[[str], None]
 
@@ -43,17 +43,6 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def free_ports(n: int, host: str) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def compare(dep: Deployment, image_a: str, image_b: str, progress: Progress = _quiet) -> Comparison:

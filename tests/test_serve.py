@@ -293,6 +293,7 @@ def test_a_hanging_notification_receiver_never_delays_a_rollback(project: Projec
     finally:
         stop(proc)
         receiver.server.shutdown()
+        receiver.server.server_close()
 
 
 def test_metrics_are_scraped_by_a_real_prometheus(served: Served) -> None:
