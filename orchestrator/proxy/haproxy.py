@@ -46,8 +46,9 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout http-keep-alive 10s
-    # A request that found its server dead is sent again, to another server.
-    retries 3
+    # A request that found its server dead is sent again, to another server: enough tries to pass
+    # every replica of a colour that died at once and still reach the standby.
+    retries {retries}
     option redispatch 1
     retry-on {retry_on}{buffer}
 
@@ -106,6 +107,7 @@ class HAProxy:
                              inter=self.check_interval_ms, fastinter=max(100, self.check_interval_ms // 4),
                              check_path=self.check_path, check_status=self.check_status,
                              connect_ms=self.connect_timeout_ms, retry_on=retry_on, servers="\n".join(lines),
+                             retries=max(3, max((b.replicas for b in self.backends), default=1) + 2),
                              # A request is replayed (on a dead server's standby, or after a candidate's 5xx)
                              # only if HAProxy holds all of it: wait for the body before choosing a server.
                              buffer="\n    option http-buffer-request" if self.shield or self.failover else "")
