@@ -216,7 +216,7 @@ def test_drift_in_live_traffic_is_caught_during_the_bake(with_recorded_traffic: 
         result = project.run("release", "bluegreen-model:v2", "--env", "FAULT_PREDICTION_SHIFT=0.6",
                              "--steps", "50,100", "--bake", "3s", env=permissive)
     assert result.code == 11, result.err
-    assert "failed at shift-50: prediction drift: PSI" in result.err
+    assert "failed at shift-50: prediction drift: PSI" in result.err, result.err  # the whole reason, if not
     [rec] = releases(project)
     failed = next(s for s in rec["steps"] if s["outcome"] == "failed")
     assert failed["detail"]["drift"]["psi"] > 0.25
