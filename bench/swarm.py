@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,35 +27,15 @@ sys.path.insert(0, str(REPO))
 
 from bench.failover import BLUEGREEN, Watcher, finish, load  # noqa: E402
 from bench.load import parse_hey  # noqa: E402
+from bluegreen.orchestrator.ports import free_port_run  # noqa: E402
 
 REPLICAS = 3
-
-
-def consecutive_free_ports(n: int) -> int:
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
-        if first + n > 65000:
-            continue
-        socks = []
-        try:
-            for port in range(first, first + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
 
 
 def run_one(kind: str, rate: float, rollbacks: int, bake: str) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
         root = Path(tmp)
-        first = consecutive_free_ports(2 * REPLICAS + 1)
+        first = free_port_run(2 * REPLICAS + 1)
         proxy, blue, green = first, first + 1, first + 1 + REPLICAS
         text = (REPO / "orchestrator" / "default.toml").read_text()
         text = text.replace('project = "bluegreen"', f'project = "bench-{kind}-{os.getpid()}"')

@@ -38,3 +38,26 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def free_port_run(n: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
+    """The first of ``n`` consecutive free ports (a swarm colour's replicas use consecutive ports)."""
+    for _ in range(attempts):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            first = int(probe.getsockname()[1])
+        if first + n > 65000:
+            continue
+        socks = []
+        try:
+            for port in range(first, first + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise OSError(f"no run of {n} free ports on {host}")

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bluegreen.orchestrator.ports import free_port_run
 from tests.conftest import BLUEGREEN, Project, Traffic, wait_for
 
 REPLICAS = 3
@@ -37,32 +38,9 @@ def swarm(docker_client: Any) -> Iterator[Any]:
         subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=120)
 
 
-def consecutive_free_ports(n: int) -> int:
-    """The first of n consecutive free loopback ports."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
-        if first + n > 65000:
-            continue
-        socks = []
-        try:
-            for port in range(first, first + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports")
-
-
 @pytest.fixture
 def swarm_project(project: Project, swarm: Any) -> Iterator[Project]:
-    first = consecutive_free_ports(2 * REPLICAS)
+    first = free_port_run(2 * REPLICAS)
     project.blue_port, project.green_port = first, first + REPLICAS
     project.write_config()
     project.env.update({"BLUEGREEN_RUNTIME__KIND": "swarm", "BLUEGREEN_RUNTIME__REPLICAS": str(REPLICAS),
