@@ -23,6 +23,8 @@ class Snapshot:
     responses: int
     errors: int  # 5xx answers plus connection and response errors seen by the proxy
     buckets: tuple[tuple[float, float], ...]  # (upper bound, cumulative count)
+    # A replicated colour: per replica, (times the proxy took it out, attempts it failed).
+    replicas: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -32,13 +34,19 @@ class Verdict:
     error_rate: float
     p95_ms: float | None
     reasons: list[str] = field(default_factory=list)
+    replicas_replaced: int = 0  # replicas that died once and were taken out, their failed attempts not counted
+    attempts_forgiven: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
         p95 = "n/a" if self.p95_ms is None else f"{self.p95_ms:.0f}ms"
-        return f"{self.requests} requests, errors {self.error_rate:.1%}, p95 {p95}"
+        line = f"{self.requests} requests, errors {self.error_rate:.1%}, p95 {p95}"
+        if self.replicas_replaced:
+            line += (f"; {self.replicas_replaced} replica(s) died and were taken out, their "
+                     f"{self.attempts_forgiven} failed attempts sent to others and not counted")
+        return line
 
 
 SELECTOR = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?$')
@@ -71,7 +79,36 @@ def snapshot(stats: ServerStats, metrics_text: str, histogram: str = "predict_la
     """Every attempt the proxy made on the colour counts, including those it retried elsewhere."""
     return Snapshot(responses=stats.responses_total + stats.errors + stats.retries,
                     errors=stats.responses_5xx + stats.errors + stats.retries,
-                    buckets=parse_buckets(metrics_text, histogram))
+                    buckets=parse_buckets(metrics_text, histogram),
+                    replicas=tuple((r.down_transitions, r.failed_attempts) for r in stats.replicas))
+
+
+@dataclass(frozen=True)
+class ReplicaLoss:
+    taken_out: int = 0  # replicas the proxy took out once in the window
+    forgiven: int = 0  # the attempts they failed, sent again elsewhere and not counted
+    reasons: tuple[str, ...] = ()
+
+
+def lost_replicas(before: Snapshot, after: Snapshot) -> ReplicaLoss:
+    """Attempts to forgive a replicated colour, and reasons to fail it, from its replicas' deaths.
+
+    A replica that died once (a task killed or its node lost) is taken out by the proxy on its
+    first failed connection and its requests are sent again elsewhere: the user sees nothing, and
+    the orchestrator replaces it. Those attempts are not the model's errors. A replica that went
+    down twice in one window is a task that keeps failing, and a colour whose every replica went
+    down was lost as a whole: neither is forgiven. 5xx answers are never forgiven.
+    """
+    if len(after.replicas) < 2 or len(before.replicas) != len(after.replicas):
+        return ReplicaLoss()
+    deltas = [(downs - b_downs, failed - b_failed)
+              for (b_downs, b_failed), (downs, failed) in zip(before.replicas, after.replicas, strict=True)]
+    reasons = tuple(f"replica {i} was taken out {downs} times: its tasks keep failing"
+                    for i, (downs, _failed) in enumerate(deltas, start=1) if downs >= 2)
+    if reasons or all(downs > 0 for downs, _failed in deltas):
+        return ReplicaLoss(reasons=reasons)
+    return ReplicaLoss(taken_out=sum(1 for downs, _ in deltas if downs > 0),
+                       forgiven=sum(max(0, failed) for downs, failed in deltas if downs > 0))
 
 
 def quantile(q: float, before: tuple[tuple[float, float], ...], after: tuple[tuple[float, float], ...]
@@ -100,19 +137,21 @@ def quantile(q: float, before: tuple[tuple[float, float], ...], after: tuple[tup
 
 def judge(before: Snapshot, after: Snapshot, max_error_rate: float, max_p95_ms: float,
           min_requests: int) -> Verdict:
-    requests = max(0, after.responses - before.responses)
-    errors = max(0, after.errors - before.errors)
+    loss = lost_replicas(before, after)
+    requests = max(0, after.responses - before.responses - loss.forgiven)
+    errors = max(0, after.errors - before.errors - loss.forgiven)
+    reasons = list(loss.reasons)
     error_rate = errors / requests if requests else 0.0
     p95 = quantile(0.95, before.buckets, after.buckets)
     p95_ms = None if p95 is None else p95 * 1000
-    reasons = []
     if requests < min_requests:
         reasons.append(f"only {requests} requests reached it during the bake (analysis.min_requests = {min_requests})")
     if error_rate > max_error_rate:
         reasons.append(f"error rate {error_rate:.1%} ({errors} of {requests}) is above {max_error_rate:.1%}")
     if p95_ms is not None and p95_ms > max_p95_ms:
         reasons.append(f"p95 latency {p95_ms:.0f}ms is above {max_p95_ms:.0f}ms")
-    return Verdict(ok=not reasons, requests=requests, error_rate=error_rate, p95_ms=p95_ms, reasons=reasons)
+    return Verdict(ok=not reasons, requests=requests, error_rate=error_rate, p95_ms=p95_ms, reasons=reasons,
+                   replicas_replaced=loss.taken_out, attempts_forgiven=loss.forgiven)
 
 
 def wilson_lower(errors: int, n: int, z: float) -> float:
@@ -136,9 +175,10 @@ def conclusive_failure(before: Snapshot, now: Snapshot, max_error_rate: float, m
     from statistics import NormalDist
 
     z = NormalDist().inv_cdf(confidence)  # one-sided: is the rate above the limit?
-    requests = max(0, now.responses - before.responses)
-    errors = max(0, now.errors - before.errors)
-    reasons = []
+    loss = lost_replicas(before, now)
+    requests = max(0, now.responses - before.responses - loss.forgiven)
+    errors = max(0, now.errors - before.errors - loss.forgiven)
+    reasons = list(loss.reasons)
     if requests >= min_evidence and errors and wilson_lower(errors, requests, z) > max_error_rate:
         reasons.append(f"error rate {errors / requests:.1%} ({errors} of {requests}) is above {max_error_rate:.1%} "
                        f"at {confidence:.0%} confidence (the lower bound is {wilson_lower(errors, requests, z):.1%})")

@@ -116,8 +116,9 @@ class StepCheck:
             return []
         buckets = self._counters(self.candidate)[0] if self.dep.contract.latency_histogram else ()
         now = replace(analysis.snapshot(stats, "", self.dep.contract.latency_histogram), buckets=buckets)
-        requests = max(0, now.responses - before.proxy.responses)
-        errors = max(0, now.errors - before.proxy.errors)
+        forgiven = analysis.lost_replicas(before.proxy, now).forgiven  # a dead task's redispatched attempts
+        requests = max(0, now.responses - before.proxy.responses - forgiven)
+        errors = max(0, now.errors - before.proxy.errors - forgiven)
         p95 = analysis.quantile(0.95, before.proxy.buckets, now.buckets)
         self.last_sample = {"color": self.candidate, "requests": requests, "errors": errors,
                             "error_rate": round(errors / requests, 4) if requests else 0.0,
@@ -126,7 +127,8 @@ class StepCheck:
                                            max(a.min_requests, 10))
 
     def user_requests(self, before: Reading, after: Reading) -> int:
-        return max(0, after.proxy.responses - before.proxy.responses)
+        forgiven = analysis.lost_replicas(before.proxy, after.proxy).forgiven
+        return max(0, after.proxy.responses - before.proxy.responses - forgiven)
 
     def judge(self, before: Reading, after: Reading, bake_seconds: float,
               probe: Callable[[int], tuple[int, int]] | None = None) -> StepResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bluegreen.orchestrator.analysis import Snapshot, judge, quantile
+from bluegreen.orchestrator.analysis import Snapshot, conclusive_failure, judge, quantile
 from bluegreen.orchestrator.errors import InvalidRequest
 from bluegreen.orchestrator.plan import Observed, ReleaseRequest, plan_release
 
@@ -115,3 +115,42 @@ def test_the_live_image_with_other_settings_is_a_config_release() -> None:
     assert "other" not in str(plan.to_dict())  # keys only, never values
     again = plan_release(LIVE_BLUE, ReleaseRequest("m:v1", env={"K": "other", "NEW": "1"}))
     assert again.version == plan.version  # the same settings name the same config version
+
+
+def _replicated(responses: int, errors: int, replicas: tuple[tuple[int, int], ...]) -> Snapshot:
+    return Snapshot(responses, errors, BUCKETS_0, replicas=replicas)
+
+
+def test_a_replica_that_died_once_does_not_count_its_redispatched_attempts_against_the_colour() -> None:
+    before = _replicated(0, 0, ((0, 0), (0, 0), (0, 0)))
+    after = _replicated(23, 2, ((1, 2), (0, 0), (0, 0)))  # replica 1 killed: 2 attempts sent elsewhere
+    assert judge(before, after, 0.01, 500, min_requests=0).ok
+    assert conclusive_failure(before, after, 0.01, 500, 0.99, 10) == []
+    verdict = judge(before, after, 0.01, 500, min_requests=0)
+    assert verdict.requests == 21 and verdict.error_rate == 0.0
+    assert "1 replica(s) died and were taken out, their 2 failed attempts sent to others" in verdict.summary()
+
+
+def test_answers_with_5xx_and_failures_of_replicas_still_up_count() -> None:
+    before = _replicated(0, 0, ((0, 0), (0, 0), (0, 0)))
+    five_hundreds = _replicated(100, 5, ((1, 0), (0, 0), (0, 0)))  # the errors are answers: nothing forgiven
+    assert "error rate 5.0% (5 of 100) is above 1.0%" in judge(before, five_hundreds, 0.01, 500, 0).reasons
+    refused = _replicated(100, 5, ((0, 5), (0, 0), (0, 0)))  # failed connections, but never taken out
+    assert not judge(before, refused, 0.01, 500, 0).ok
+
+
+def test_a_replica_that_keeps_dying_or_a_colour_lost_whole_fails_the_step() -> None:
+    before = _replicated(0, 0, ((0, 0), (0, 0), (0, 0)))
+    flapping = _replicated(100, 4, ((2, 4), (0, 0), (0, 0)))
+    assert judge(before, flapping, 0.01, 500, 0).reasons == [
+        "replica 1 was taken out 2 times: its tasks keep failing",
+        "error rate 4.0% (4 of 100) is above 1.0%"]
+    assert "replica 1 was taken out 2 times: its tasks keep failing" in conclusive_failure(
+        before, flapping, 0.01, 500, 0.99, 10)
+    lost = _replicated(100, 6, ((1, 2), (1, 2), (1, 2)))
+    assert not judge(before, lost, 0.01, 500, 0).ok
+
+
+def test_a_one_server_colour_is_never_forgiven_a_death() -> None:
+    verdict = judge(_replicated(0, 0, ()), _replicated(100, 3, ()), 0.01, 500, 0)
+    assert not verdict.ok

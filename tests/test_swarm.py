@@ -131,6 +131,7 @@ def test_a_dead_task_is_replaced_and_does_not_fail_a_healthy_release(swarm_proje
             proc.kill()
         traffic.stop()
     assert proc.returncode == 0, err
+    assert "1 replica(s) died and were taken out" in err  # the proxy took it out; its attempts were not errors
     assert wait_for(lambda: len(task_containers(swarm, project, "green")) == REPLICAS, timeout=60)  # replaced
     assert wait_for(lambda: replica_versions(project, "green") == ["v2"] * REPLICAS, timeout=60)
     assert traffic.failed == 0, (traffic.sent, traffic.failed)

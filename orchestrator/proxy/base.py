@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,6 +47,14 @@ class ServerStats:
     # Attempts that failed on this server and were sent again (to another server, with redispatch):
     # the user saw no error, but the server failed them (a shielded canary's 5xx are counted here).
     retries: int = 0
+    down_transitions: int = 0  # times the proxy took the server out (UP -> DOWN), health check or in band
+    # A colour of several servers: each replica's own counters (empty for a one-server colour).
+    replicas: tuple[ServerStats, ...] = field(default=(), repr=False)
+
+    @property
+    def failed_attempts(self) -> int:
+        """Attempts that got no answer from this server: connection and response errors, and retries."""
+        return self.errors + self.retries
 
     @classmethod
     def from_haproxy(cls, row: dict[str, str]) -> ServerStats:
@@ -61,10 +69,12 @@ class ServerStats:
                    total_sessions=num("stot"), responses_total=answered, responses_2xx=num("hrsp_2xx"),
                    responses_5xx=num("hrsp_5xx"),
                    errors=num("econ") + num("eresp"), avg_response_ms=num("rtime"),
-                   retries=num("wretr"))
+                   retries=num("wretr"), down_transitions=num("chkdown"))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("replicas")
+        return out
 
     @classmethod
     def combined(cls, servers: list[ServerStats]) -> ServerStats:
@@ -78,7 +88,8 @@ class ServerStats:
                    responses_total=sum(s.responses_total for s in servers),
                    responses_2xx=sum(s.responses_2xx for s in servers),
                    responses_5xx=sum(s.responses_5xx for s in servers), errors=sum(s.errors for s in servers),
-                   avg_response_ms=max(s.avg_response_ms for s in servers), retries=sum(s.retries for s in servers))
+                   avg_response_ms=max(s.avg_response_ms for s in servers), retries=sum(s.retries for s in servers),
+                   down_transitions=sum(s.down_transitions for s in servers), replicas=tuple(servers))
 
 
 class Proxy(Protocol):
