@@ -33,15 +33,28 @@ MAX_SOCKET_PATH = 100
 
 @dataclass(frozen=True)
 class RestorePoint:
+    """A moment the archive can restore to exactly: a Litestream transaction id, or a pgBackRest
+    named restore point (with its WAL position)."""
+
     tool: str
-    txid: int
     at: str  # UTC, ISO 8601
+    txid: int | None = None
+    name: str | None = None
+    lsn: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {"tool": self.tool, "txid": self.txid, "at": self.at}
+        return {k: v for k, v in {"tool": self.tool, "txid": self.txid, "name": self.name, "lsn": self.lsn,
+                                  "at": self.at}.items() if v is not None}
+
+    def describe(self) -> str:
+        if self.txid is not None:
+            return f"litestream transaction {self.txid} at {self.at}"
+        return f"pgBackRest restore point {self.name} at {self.at} (WAL {self.lsn})"
 
 
 class Litestream:
+    tool = "litestream"
+
     def __init__(self, database: Path, directory: Path, replica: str = "", binary: str = "litestream") -> None:
         self.database = database
         self.directory = directory
@@ -80,10 +93,10 @@ class Litestream:
     def running(self) -> bool:
         return self.pid() is not None
 
-    def start(self, timeout: float = 15.0) -> bool:
-        """Start ``litestream replicate`` unless it runs; True when it was started now."""
+    def start(self, timeout: float = 15.0) -> str | None:
+        """Start ``litestream replicate`` unless it runs; what was done, or None."""
         if self.running():
-            return False
+            return None
         binary = self._binary()
         if not self.database.exists():
             raise BackupError(f"the database {self.database} does not exist yet, so there is nothing to replicate",
@@ -104,7 +117,14 @@ class Litestream:
                 raise BackupError(f"litestream did not start: {self.log_tail()}",
                                   f"check {self.log_path} and backups.replica")
             time.sleep(0.05)
-        return True
+        return f"started litestream, archiving {self.database.name} to {self.replica}"
+
+    def supervise(self) -> str | None:
+        """Start the replicator again when it died (a gap in the window from its death, said so)."""
+        if self.running() or not self.database.exists():
+            return None
+        self.start()
+        return "litestream was not running: started it again"
 
     def stop(self, timeout: float = 10.0) -> None:
         pid = self.pid()
@@ -128,7 +148,7 @@ class Litestream:
             return "(no log)"
 
     # -- restore points -------------------------------------------------------------------------
-    def restore_point(self, timeout: float = 30.0) -> RestorePoint:
+    def restore_point(self, name: str = "", timeout: float = 30.0) -> RestorePoint:
         """Ship every committed transaction to the replica now; the transaction id reached."""
         if not self.running():
             raise BackupError("litestream is not running, so the archive has a gap from now on",
@@ -152,7 +172,7 @@ class Litestream:
         if replicated < txid:
             raise BackupError(f"litestream replicated up to transaction {replicated}, not {txid}, within {timeout:g}s",
                               f"check the replica {self.replica} and {self.log_path}")
-        return RestorePoint("litestream", txid, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        return RestorePoint("litestream", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), txid=txid)
 
     def restore(self, into: Path, txid: int | None = None, timestamp: str | None = None) -> None:
         """Rebuild the database as of ``txid`` (inclusive) or ``timestamp`` into ``into`` (which must not exist).

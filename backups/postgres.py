@@ -140,7 +140,7 @@ def snapshot(url: str, dest: Path, lock_wait_timeout: float = 10.0) -> dict[str,
             "schema_revision": revision, "source": target.shown}
 
 
-def _restore_into(target: Target, dump: Path, dbname: str) -> dict[str, int]:
+def restore_into(target: Target, dump: Path, dbname: str) -> dict[str, int]:
     admin = target.connect(dbname="postgres")
     try:
         admin.execute(f'CREATE DATABASE "{dbname}"')
@@ -170,7 +170,7 @@ def verify_copy(url: str, dump: Path, expected_counts: dict[str, int]) -> list[s
     target = Target(url)
     scratch = f"bluegreen_verify_{os.getpid()}_{int(time.time())}"
     try:
-        counts = _restore_into(target, dump, scratch)
+        counts = restore_into(target, dump, scratch)
     except BackupError as exc:
         return [exc.message]
     finally:
@@ -188,7 +188,7 @@ def restore(url: str, dump: Path, expected_counts: dict[str, int]) -> None:
     fresh = f"{target.dbname}_restore_{stamp}"
     old = f"{target.dbname}_replaced_{stamp}"
     try:
-        counts = _restore_into(target, dump, fresh)
+        counts = restore_into(target, dump, fresh)
     except BackupError:
         with contextlib.suppress(BackupError):
             _drop(target, fresh)

@@ -75,7 +75,11 @@ class BackupStore:
 
     # -- create ------------------------------------------------------------------------------
     def create(self, reason: str = "", release_id: int | None = None, kind: str = "manual",
-               progress: Progress = _quiet) -> BackupSet:
+               progress: Progress = _quiet, database: tuple[str, Path | None] | None = None) -> BackupSet:
+        """A set of the live database and config files; or, with ``database`` = (url, SQLite path), of
+        that database alone (a copy restored from the archive: the config files' past is not in it)."""
+        database_url, sqlite_path = database or (self.sources.database_url, self.sources.sqlite_path)
+        config_files = {} if database else self.sources.config_files
         now = time.time()
         # Sorts in creation order (microseconds), unique across processes (random suffix).
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
@@ -91,19 +95,19 @@ class BackupStore:
             files = []
             db_file: str | None
             db: dict[str, object]
-            if not self.sources.database_url:  # a model server with no application database: config only
+            if not database_url:  # a model server with no application database: config only
                 db_file, db = None, {"engine": "none", "row_counts": {}, "source": ""}
-            elif self.sources.sqlite_path is not None:
+            elif sqlite_path is not None:
                 progress("snapshot of the database (sqlite)")
                 db_file = "database.sqlite"
-                db = sqlite.snapshot(self.sources.sqlite_path, work / db_file)
+                db = sqlite.snapshot(sqlite_path, work / db_file)
             else:
                 progress("snapshot of the database (postgresql)")
                 db_file = "database.dump"
-                db = postgres.snapshot(self.sources.database_url, work / db_file, self.sources.lock_wait_timeout)
+                db = postgres.snapshot(database_url, work / db_file, self.sources.lock_wait_timeout)
             if db_file is not None:
                 files.append(self._describe(work / db_file, db_file, str(db["source"])))
-            for name, source in sorted(self.sources.config_files.items()):
+            for name, source in sorted(config_files.items()):
                 if source.exists():
                     copy_file(source, work / name)
                     files.append(self._describe(work / name, name, str(source)))

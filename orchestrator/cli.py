@@ -597,11 +597,13 @@ def backup_restore(
     set_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="A set from bluegreen backup list.",
                                                  show_default=False)] = None,
     at: Annotated[str | None, typer.Option("--at", help="A moment of the continuous archive (ISO 8601, e.g. "
-                  "2026-11-25T14:03:00Z); needs backups.pitr and --into.", show_default=False)] = None,
+                  "2026-11-25T14:03:00Z); needs backups.pitr.", show_default=False)] = None,
     before_release: Annotated[int | None, typer.Option("--before-release", help="The restore point taken as this "
-                              "release began; needs backups.pitr and --into.", show_default=False)] = None,
-    into: Annotated[Path | None, typer.Option("--into", help="Write the restored database to this new file and "
-                    "compare it with live (live data is untouched).", show_default=False)] = None,
+                              "release began; needs backups.pitr.", show_default=False)] = None,
+    into: Annotated[str | None, typer.Option("--into", help="With --at/--before-release: write the restored "
+                    "database to this new SQLite file, or new PostgreSQL database on the live server, and compare "
+                    "it with live (live data is untouched). Without it, the moment replaces live (--yes).",
+                    show_default=False)] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -612,14 +614,23 @@ def backup_restore(
     if at is not None or before_release is not None:
         if set_id is not None or (at is not None and before_release is not None):
             raise typer.BadParameter("give one of ID, --at or --before-release", param_hint="ID")
+        dep = _deployment()
         if into is None:
-            raise typer.BadParameter("a point-in-time restore writes a new file: add --into PATH (restoring a "
-                                     "moment in place is not supported; restore a backup set by ID for that)",
-                                     param_hint="--into")
-        report = snapshots.restore_to_point(_deployment(), into.resolve(), at=at, release_id=before_release,
-                                            progress=_progress)
+            if not yes and not sys.stdin.isatty():
+                raise typer.BadParameter("restoring a moment in place replaces the live database; pass --yes to "
+                                         "confirm, or --into NEW to look at it first", param_hint="--yes")
+            if not yes:
+                typer.confirm(f"Replace the live database with its state as of "
+                              f"{at or f'release {before_release}'}? (a safety snapshot is taken first)", abort=True)
+        elif dep.settings.sqlite_path is not None:
+            into = str(Path(into).resolve())
+        report = snapshots.restore_to_point(dep, into, at=at, release_id=before_release, progress=_progress)
         if as_json:
             _emit(report)
+            return
+        if into is None:
+            typer.echo(f"restored the database as of {report['as_of']} in place (set {report['set']}); the state "
+                       f"before the restore is in safety set {report['safety']}")
             return
         typer.echo(f"restored the database as of {report['as_of']} into {report['into']} (live is untouched)")
         for table, n in report["rows"].items():
@@ -628,7 +639,7 @@ def backup_restore(
             typer.echo(f"  {table}: columns only in the copy {diff['only_restored']}, only live {diff['only_live']}")
         return
     if set_id is None:
-        raise typer.BadParameter("name a backup set (bluegreen backup list), or --at / --before-release with --into",
+        raise typer.BadParameter("name a backup set (bluegreen backup list), or --at / --before-release",
                                  param_hint="ID")
     if into is not None:
         raise typer.BadParameter("--into goes with --at or --before-release", param_hint="--into")

@@ -19,6 +19,7 @@ from bluegreen.orchestrator.state import StateStore, default_actor
 
 if TYPE_CHECKING:
     from bluegreen.backups.litestream import Litestream
+    from bluegreen.backups.pgbackrest import PgBackRest
     from bluegreen.backups.sets import BackupStore
     from bluegreen.orchestrator.notify import Notifier
     from bluegreen.orchestrator.settings import Settings
@@ -135,9 +136,20 @@ class Deployment:
         return BackupStore(s.root / s.backups.dir, sources)
 
     @cached_property
-    def pitr(self) -> Litestream | None:
+    def pitr(self) -> Litestream | PgBackRest | None:
         """The continuous archive of the application database, when backups.pitr is on."""
         b, path = self.settings.backups, self.settings.sqlite_path
+        if b.pitr == "pgbackrest":
+            from bluegreen.backups.pgbackrest import PgBackRest
+
+            p = b.pgbackrest
+            assert p.data_directory is not None  # the settings refuse pgbackrest without it
+            stanza = p.stanza or self.settings.project
+            root = self.settings.root
+            return PgBackRest(self.settings.database.url,
+                              root / p.directory if p.directory else Path(f"/var/lib/pgbackrest/bluegreen-{stanza}"),
+                              stanza, root / p.data_directory, p.socket_directory, p.os_user, p.binary,
+                              p.archive_timeout, p.retention_full, p.bin_dir)
         if b.pitr != "litestream" or path is None:
             return None
         from bluegreen.backups.litestream import Litestream

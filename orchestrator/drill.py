@@ -224,23 +224,34 @@ def _restore_archive(dep: Deployment, progress: Progress) -> dict[str, Any]:
     import tempfile
     from pathlib import Path
 
+    from bluegreen.backups import postgres
+    from bluegreen.backups.litestream import Litestream
     from bluegreen.backups.sqlite import integrity, table_counts
 
     archive = dep.pitr
     assert archive is not None
     try:
-        point = archive.restore_point()
-        with tempfile.TemporaryDirectory(prefix="bluegreen-drill-") as scratch:
-            into = Path(scratch) / "restored.db"
-            began = time.monotonic()
-            archive.restore(into, txid=point.txid)
-            seconds = time.monotonic() - began
-            with sqlite3.connect(f"file:{into}?mode=ro", uri=True) as copy:
-                check, counts = integrity(copy), table_counts(copy)
+        point = archive.restore_point(f"bluegreen-drill-{int(time.time())}")
+        began = time.monotonic()
+        if isinstance(archive, Litestream):
+            assert point.txid is not None
+            with tempfile.TemporaryDirectory(prefix="bluegreen-drill-") as scratch:
+                into = Path(scratch) / "restored.db"
+                archive.restore(into, txid=point.txid)
+                with sqlite3.connect(f"file:{into}?mode=ro", uri=True) as copy:
+                    check, counts = integrity(copy), table_counts(copy)
+        else:
+            with archive.scratch(name=point.name, lsn=point.lsn) as server:
+                conn = postgres.Target(server.url).connect()
+                try:
+                    check, counts = "ok", postgres.table_counts(conn)
+                finally:
+                    conn.close()
+        seconds = time.monotonic() - began
     except (BluegreenError, sqlite3.Error) as exc:
         return {"ok": False, "problem": getattr(exc, "message", str(exc))}
-    progress(f"drill: archive restored to transaction {point.txid} in {seconds * 1000:.0f} ms ({check})")
-    return {"ok": check == "ok", "txid": point.txid, "restore_s": round(seconds, 3), "tables": counts,
+    progress(f"drill: archive restored to {point.describe()} in {seconds * 1000:.0f} ms ({check})")
+    return {"ok": check == "ok", **point.to_dict(), "restore_s": round(seconds, 3), "tables": counts,
             "problem": None if check == "ok" else f"integrity check: {check}"}
 
 

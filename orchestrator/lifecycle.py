@@ -88,8 +88,10 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
             dep.state.record_environment(live, image, version, current.id, current.port, env)
             dep.state.set_live(live, weights)
             publish_scrape_targets(dep)
-            if dep.pitr is not None and dep.pitr.start():
-                changed.append(f"started litestream, archiving {dep.pitr.database.name} to {dep.pitr.replica}")
+            if dep.pitr is not None:
+                started = dep.pitr.start()
+                if started:
+                    changed.append(started)
         except BaseException:
             if started_proxy:
                 dep.proxy.stop()
@@ -236,7 +238,7 @@ def down(dep: Deployment, progress: Progress = _quiet) -> DownResult:
                     errors.append(exc.message)
         if errors:
             raise EnvironmentFailed("; ".join(errors))
-        if dep.pitr is not None and dep.pitr.running():
+        if dep.pitr is not None and dep.pitr.tool == "litestream" and dep.pitr.running():
             progress("stopping litestream (the archive keeps what it has)")
             dep.pitr.stop()
             stopped.append("litestream")

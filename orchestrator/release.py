@@ -227,12 +227,12 @@ class _Executor:
         if self.dep.pitr is not None:
             # A restore point in the continuous archive too: the release's exact moment, at any size.
             try:
-                point = self.dep.pitr.restore_point()
+                point = self.dep.pitr.restore_point(f"bluegreen-release-{self.rid}")
             except BluegreenError as exc:
                 self.progress(f"no restore point in the archive ({exc.message}); the backup set above stands")
                 detail["restore_point_error"] = exc.message
             else:
-                self.progress(f"restore point: litestream transaction {point.txid} at {point.at}")
+                self.progress(f"restore point: {point.describe()}")
                 detail["restore_point"] = point.to_dict()
         return detail
 

@@ -62,12 +62,13 @@ def schedule(settings: Any, events: EventLog, base: Any = None) -> Any:
         from bluegreen.orchestrator.recovery import housekeeping
 
         dep = base.acting_as("serve")
-        if dep.pitr is not None and dep.settings.sqlite_path is not None and dep.settings.sqlite_path.exists():
+        if dep.pitr is not None:
             try:
-                if dep.pitr.start():  # the archive's replicator died: start it again (a gap, said so)
-                    events.add(Event("progress", "litestream was not running: started it again"))
+                said = dep.pitr.supervise()  # a dead replicator started again; a failing archiver said
+                if said:
+                    events.add(Event("progress", said))
             except BluegreenError as exc:
-                events.add(Event("progress", f"litestream could not be started: {exc.message}"))
+                events.add(Event("progress", f"the {dep.pitr.tool} archive: {exc.message}"))
         try:
             with dep.lock("watch"):
                 for note in housekeeping(dep, events):

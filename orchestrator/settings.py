@@ -412,6 +412,22 @@ class NotifySettings(_Section):
         return value
 
 
+class PgBackRestSettings(_Section):
+    # The cluster pgBackRest archives: its data directory (SHOW data_directory, as a superuser).
+    data_directory: Path | None = None
+    socket_directory: str = "/var/run/postgresql"  # the local socket pgBackRest and psql connect on
+    os_user: str = ""  # the cluster's owner, whom pgBackRest runs as; empty: the data directory's owner
+    # Configuration, repository, logs and scratch restores; empty: /var/lib/pgbackrest/bluegreen-<stanza>.
+    directory: Path | None = None
+    stanza: str = ""  # empty: the project's name
+    binary: str = "pgbackrest"
+    bin_dir: str = ""  # PostgreSQL's server programs (pg_ctl); empty: /usr/lib/postgresql/<major>/bin
+    # A WAL segment is archived at least this often while anything is written: the recovery point objective.
+    archive_timeout: Duration = 60.0
+    retention_full: int = Field(2, ge=1, le=100)  # full backups kept in the repository
+    full_every_days: int = Field(7, ge=1, le=366)  # a scheduled backup is full when the newest full is older
+
+
 class BackupsSettings(_Section):
     dir: Path = Path(".bluegreen/backups")
     keep: int = Field(10, ge=1)
@@ -422,10 +438,12 @@ class BackupsSettings(_Section):
     schedule: str = ""
     keep_daily: int = Field(7, ge=0, le=366)
     keep_weekly: int = Field(4, ge=0, le=520)
-    # Continuous archiving for point-in-time recovery: "off", or "litestream" (SQLite databases).
-    pitr: Literal["off", "litestream"] = "off"
+    # Continuous archiving for point-in-time recovery: "off", "litestream" (SQLite databases) or
+    # "pgbackrest" (PostgreSQL; see [backups.pgbackrest] and runbooks/pitr.md).
+    pitr: Literal["off", "litestream", "pgbackrest"] = "off"
     litestream_binary: str = "litestream"
     replica: str = ""  # a Litestream replica URL; empty: a file replica in <state>/litestream/replica
+    pgbackrest: PgBackRestSettings = PgBackRestSettings()
 
     @field_validator("schedule")
     @classmethod
@@ -486,6 +504,13 @@ class Settings(DerivedPaths, BaseSettings):
         if self.backups.pitr == "litestream" and not self.database.url.startswith("sqlite:///"):
             raise ValueError("backups.pitr = \"litestream\" archives a SQLite database; database.url is "
                              f"{'empty' if not self.database.url else 'not sqlite:///…'}")
+        if self.backups.pitr == "pgbackrest":
+            if not self.database.url.startswith(("postgresql://", "postgres://")):
+                raise ValueError("backups.pitr = \"pgbackrest\" archives a PostgreSQL cluster; database.url is "
+                                 f"{'empty' if not self.database.url else 'not postgresql://…'}")
+            if self.backups.pgbackrest.data_directory is None:
+                raise ValueError("backups.pitr = \"pgbackrest\" needs backups.pgbackrest.data_directory, the "
+                                 "cluster's data directory (SHOW data_directory, as a superuser)")
         return self
 
     @model_validator(mode="after")

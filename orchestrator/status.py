@@ -97,11 +97,18 @@ def status(dep: Deployment) -> Status:
                                 f"{cs.container} ({cs.health}): a rollback starts it first")
             result.warm = None
     if dep.pitr is not None:
+        tool = dep.pitr.tool
         try:
             result.archive = dep.pitr.state()
         except BluegreenError as exc:
-            result.archive = {"tool": "litestream", "running": False, "error": exc.message}
-        if not result.archive.get("running"):
+            result.archive = {"tool": tool, "running": False, "error": exc.message}
+        if tool == "pgbackrest" and not result.archive.get("running"):
+            failed = result.archive.get("last_failed_wal")
+            result.notes.append("PostgreSQL is not archiving to pgBackRest" + (
+                f" (archive_command failed on {failed} at {result.archive.get('last_failed_time')})" if failed else
+                f": {result.archive.get('error', 'archive_mode is off')}") + ": the recoverable window stops "
+                "growing and releases fall back to full sets; runbooks/pitr.md")
+        elif not result.archive.get("running"):
             result.notes.append("the continuous archive (litestream) is not running: writes from now on cannot be "
                                 "restored to a point in time; bluegreen up starts it")
         elif (result.archive.get("pending_transactions") or 0) > 0:

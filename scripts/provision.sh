@@ -13,7 +13,8 @@ for_demo=false
 need_pkgs=()
 pairs="dockerd:docker.io haproxy:haproxy debootstrap:debootstrap sqlite3:sqlite3 prometheus-alertmanager:prometheus-alertmanager"
 $for_demo || pairs="$pairs nginx:nginx-light wrk:wrk hey:hey prometheus:prometheus pg_ctlcluster:postgresql \
-  pg_dump:postgresql-client chromium:chromium chromedriver:chromium-driver sshd:openssh-server"
+  pg_dump:postgresql-client pgbackrest:pgbackrest chromium:chromium chromedriver:chromium-driver \
+  sshd:openssh-server"
 for pair in $pairs; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_pkgs+=("$pkg")

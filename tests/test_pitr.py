@@ -83,7 +83,7 @@ def test_a_release_and_a_time_are_restored_exactly_into_a_new_file(archived: Pro
         (["--at", "yesterday", "--into", str(tmp_path / "x.db")], 2, "is not a time"),
         (["--before-release", "999", "--into", str(tmp_path / "x.db")], 2, "there is no release 999"),
         (["--before-release", str(rid), "--into", str(tmp_path / "release.db")], 13, "exists"),
-        (["--at", at], 2, "add --into PATH"),
+        (["--at", at], 2, "pass --yes"),
     ]
     for args, code, words in cases:
         refused = project.run("backup", "restore", *args, timeout=120)
