@@ -143,7 +143,6 @@ class Deployment:
             from bluegreen.backups.pgbackrest import PgBackRest
 
             p = b.pgbackrest
-            assert p.data_directory is not None  # the settings refuse pgbackrest without it
             stanza = p.stanza or self.settings.project
             root = self.settings.root
             return PgBackRest(self.settings.database.url,

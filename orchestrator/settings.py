@@ -414,11 +414,11 @@ class NotifySettings(_Section):
 
 class PgBackRestSettings(_Section):
     # The cluster pgBackRest archives: its data directory (SHOW data_directory, as a superuser).
-    data_directory: Path | None = None
+    data_directory: str = ""
     socket_directory: str = "/var/run/postgresql"  # the local socket pgBackRest and psql connect on
     os_user: str = ""  # the cluster's owner, whom pgBackRest runs as; empty: the data directory's owner
     # Configuration, repository, logs and scratch restores; empty: /var/lib/pgbackrest/bluegreen-<stanza>.
-    directory: Path | None = None
+    directory: str = ""
     stanza: str = ""  # empty: the project's name
     binary: str = "pgbackrest"
     bin_dir: str = ""  # PostgreSQL's server programs (pg_ctl); empty: /usr/lib/postgresql/<major>/bin
@@ -508,7 +508,7 @@ class Settings(DerivedPaths, BaseSettings):
             if not self.database.url.startswith(("postgresql://", "postgres://")):
                 raise ValueError("backups.pitr = \"pgbackrest\" archives a PostgreSQL cluster; database.url is "
                                  f"{'empty' if not self.database.url else 'not postgresql://…'}")
-            if self.backups.pgbackrest.data_directory is None:
+            if not self.backups.pgbackrest.data_directory:
                 raise ValueError("backups.pitr = \"pgbackrest\" needs backups.pgbackrest.data_directory, the "
                                  "cluster's data directory (SHOW data_directory, as a superuser)")
         return self

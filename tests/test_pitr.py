@@ -90,6 +90,14 @@ def test_a_release_and_a_time_are_restored_exactly_into_a_new_file(archived: Pro
         assert (refused.code, words in refused.err) == (code, True), (args, refused.err)
     assert not (tmp_path / "x.db").exists()
 
+    # In place: the moment becomes a verified set, swapped in after a safety set of what live held.
+    in_place = project.run("backup", "restore", "--at", at, "--yes", "--json", timeout=120)
+    assert in_place.code == 0, in_place.err
+    done = json.loads(in_place.out)
+    assert markers_in(project.db_path) == ["before"]
+    sets = {s["id"]: s for s in json.loads(project.run("backup", "list", "--json").out)}
+    assert sets[done["safety"]]["database"]["row_counts"]["markers"] == 2 and sets[done["set"]]["kind"] == "pitr"
+
 
 def test_the_replicator_is_restarted_by_up_and_stopped_by_down(archived: Project) -> None:
     project = archived

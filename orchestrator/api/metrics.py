@@ -114,6 +114,9 @@ class StateCollector(Collector):
                                    "Seconds since the newest archived change.", labels=["project"])
         window = GaugeMetricFamily("bluegreen_archive_window_seconds",
                                    "How far back the archive can restore to a point in time.", labels=["project"])
+        base = GaugeMetricFamily("bluegreen_archive_base_backup_age_seconds",
+                                 "Seconds since the newest base backup of the archive ended (pgBackRest).",
+                                 labels=["project"])
         archive = self.dep.pitr
         if archive is not None:
             try:
@@ -128,10 +131,14 @@ class StateCollector(Collector):
                 last = calendar.timegm(time.strptime(str(state["newest"]), "%Y-%m-%dT%H:%M:%SZ"))
                 newest.add_metric([project], max(0.0, time.time() - last))
                 window.add_metric([project], max(0.0, time.time() - first))
+            if state.get("newest_base_backup"):
+                ended = calendar.timegm(time.strptime(str(state["newest_base_backup"]), "%Y-%m-%dT%H:%M:%SZ"))
+                base.add_metric([project], max(0.0, time.time() - ended))
         yield running
         yield pending
         yield newest
         yield window
+        yield base
 
 
 def render(dep: Deployment) -> bytes:
