@@ -50,7 +50,7 @@ class Recipe:
 
 # The reference server: scikit-learn for the models, uvicorn (with its C HTTP parser and event
 # loop) for HTTP, psycopg for a PostgreSQL application database.
-_SERVER = ("Dockerfile", "app.py", "models.py", "store.py", "train.py")
+_SERVER = ("Dockerfile", "app.py", "jobs.py", "models.py", "store.py", "train.py")
 _SERVER_NEEDS = ("scikit-learn>=1.4,<2", "psycopg[binary]>=3.1,<4", "uvicorn>=0.30,<1", "httptools>=0.6,<1",
                  "uvloop>=0.19,<1")
 RECIPES = {r.repository: r for r in (

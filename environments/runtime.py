@@ -82,7 +82,8 @@ class Runtime(Protocol):
     def image_label(self, ref: str, label: str) -> str | None: ...
     def require_image(self, ref: str) -> None: ...
     def start(self, color: str, image: str, version: str, port: int, env: Mapping[str, str],
-              mounts: tuple[Mount, ...] = (), command: list[str] | None = None) -> ContainerInfo: ...
+              mounts: tuple[Mount, ...] = (), command: list[str] | None = None,
+              options: Mapping[str, Any] | None = None) -> ContainerInfo: ...
     def run_once(self, image: str, command: list[str], env: Mapping[str, str], mounts: tuple[Mount, ...] = (),
                  timeout: float = 600.0) -> tuple[int, str]: ...
     def inspect(self, color: str) -> ContainerInfo | None: ...
@@ -101,8 +102,9 @@ class DockerRuntime:
     """Start, inspect, stop and remove one project's blue/green containers."""
 
     def __init__(self, project: str, host: str = "", timeout: float = 30.0, ssh_client: str = "paramiko",
-                 tls: TLSFiles | None = None) -> None:
+                 tls: TLSFiles | None = None, service: str = "") -> None:
         self.project = project
+        self.service = service  # a compose colour: containers are <project>-<colour>-<service>
         self.host = host
         self.timeout = timeout
         self.ssh_client = ssh_client
@@ -153,7 +155,7 @@ class DockerRuntime:
         _ = self.client
 
     def name(self, color: str) -> str:
-        return f"{self.project}-{color}"
+        return f"{self.project}-{color}-{self.service}" if self.service else f"{self.project}-{color}"
 
     # -- images -----------------------------------------------------------------------------
     def image_exists(self, ref: str) -> bool:
@@ -192,15 +194,19 @@ class DockerRuntime:
         env: Mapping[str, str],
         mounts: tuple[Mount, ...] = (),
         command: list[str] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> ContainerInfo:
         """Create and start the colour's container (host network, bound to ``port``).
 
-        ``command`` replaces the image's command (None keeps it).
+        ``command`` replaces the image's command (None keeps it); ``options`` are more of the
+        engine's container options (a compose service's healthcheck, entrypoint, user, …).
         """
         import docker
 
         self.require_image(image)
+        extra = dict(options or {})
         labels = {
+            **extra.pop("labels", {}),
             f"{LABEL}.project": self.project,
             f"{LABEL}.color": color,
             f"{LABEL}.version": version,
@@ -208,6 +214,9 @@ class DockerRuntime:
             f"{LABEL}.port": str(port),
             f"{LABEL}.env-digest": env_digest(env),
         }
+        if self.service:
+            labels[f"{LABEL}.service"] = self.service
+        run: dict[str, Any] = {"user": f"{os.getuid()}:{os.getgid()}", "stop_signal": "SIGTERM", **extra}
         try:
             container = self.client.containers.run(
                 image,
@@ -217,11 +226,10 @@ class DockerRuntime:
                 network_mode="host",
                 environment=dict(env),
                 labels=labels,
-                user=f"{os.getuid()}:{os.getgid()}",
                 volumes={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts},
-                stop_signal="SIGTERM",
                 # A crashed server, a restarted engine or a rebooted host brings the colour back by itself.
                 restart_policy={"Name": "unless-stopped"},
+                **run,
             )
         except docker.errors.ImageNotFound:
             raise ImageNotFound(f"image {image} is not on the Docker engine") from None

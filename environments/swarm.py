@@ -70,7 +70,10 @@ class SwarmRuntime(DockerRuntime):
 
     # -- colours ------------------------------------------------------------------------------
     def start(self, color: str, image: str, version: str, port: int, env: Mapping[str, str],
-              mounts: tuple[Mount, ...] = (), command: list[str] | None = None) -> ContainerInfo:
+              mounts: tuple[Mount, ...] = (), command: list[str] | None = None,
+              options: Mapping[str, Any] | None = None) -> ContainerInfo:
+        """``options`` (a compose service's container options) have no swarm form: the settings
+        refuse environments.compose with runtime.kind = "swarm"."""
         import docker
         from docker.types import Mount as DockerMount
         from docker.types import RestartPolicy, ServiceMode

@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     from bluegreen.backups.litestream import Litestream
     from bluegreen.backups.pgbackrest import PgBackRest
     from bluegreen.backups.sets import BackupStore
+    from bluegreen.orchestrator.compose import Service
     from bluegreen.orchestrator.notify import Notifier
     from bluegreen.orchestrator.settings import Settings
+    from bluegreen.orchestrator.workers import Workers
 
 CONTAINER_DATA_DIR = "/data"
 
@@ -68,7 +70,25 @@ class Deployment:
 
             return SwarmRuntime(self.settings.project, d.host, d.timeout, d.ssh_client, tls, r.replicas, r.port_step,
                                 r.converge_timeout)
-        return DockerRuntime(self.settings.project, d.host, d.timeout, d.ssh_client, tls)
+        service = self.settings.environments.service if self.settings.environments.compose else ""
+        return DockerRuntime(self.settings.project, d.host, d.timeout, d.ssh_client, tls, service=service)
+
+    @cached_property
+    def compose(self) -> dict[str, Service]:
+        """The colour's services from the team's compose file (empty without environments.compose):
+        the one behind the proxy first, then the workers."""
+        e = self.settings.environments
+        if not e.compose:
+            return {}
+        from bluegreen.orchestrator.compose import load
+
+        return load(self.settings.root / e.compose, [e.service, *e.with_])
+
+    @cached_property
+    def workers(self) -> Workers:
+        from bluegreen.orchestrator.workers import Workers
+
+        return Workers(self)
 
     @cached_property
     def engine(self) -> DockerRuntime:
@@ -199,7 +219,9 @@ class Deployment:
         """The environment of a colour's container (or of a scratch ``slot``; with neither, a one-off task's)."""
         env = self.settings.environments
         where = slot if slot is not None else self.slot(color) if color is not None else None
-        values = {"HOST": env.host, "MODEL_IMAGE": image, "DATABASE_URL": self.container_database_url()}
+        api = self.compose.get(env.service)
+        values = dict(api.environment) if api is not None else {}  # the compose file's, under bluegreen's own
+        values.update({"HOST": env.host, "MODEL_IMAGE": image, "DATABASE_URL": self.container_database_url()})
         if where is not None:
             values["PORT"] = str(where.port)
         values.update({k: self.expand(v, where) for k, v in env.env.items()})
@@ -209,6 +231,9 @@ class Deployment:
     def container_command(self, color: str | None, slot: Slot | None = None) -> list[str] | None:
         """The command that replaces the image's (None: the image's own), placeholders filled in."""
         command = self.settings.environments.command
+        api = self.compose.get(self.settings.environments.service)
+        if not command and api is not None and api.command:
+            command = api.command
         where = slot if slot is not None else self.slot(color) if color is not None else None
         return [self.expand(part, where) for part in command] if command else None
 
@@ -251,11 +276,22 @@ class Deployment:
             return self.settings.database.url
         return f"sqlite:///{CONTAINER_DATA_DIR}/{path.name}"
 
-    def mounts(self) -> tuple[Mount, ...]:
+    def mounts(self, service: str | None = None) -> tuple[Mount, ...]:
+        """The application database's directory, and a compose service's volumes (default: the one
+        behind the proxy)."""
+        from bluegreen.orchestrator.compose import container_volumes
+
         path = self.settings.sqlite_path
-        if path is None:
-            return ()
-        return (Mount(str(path.parent), CONTAINER_DATA_DIR),)
+        own = () if path is None else (Mount(str(path.parent), CONTAINER_DATA_DIR),)
+        spec = self.compose.get(service or self.settings.environments.service)
+        return own + (container_volumes(spec, self.settings.project) if spec is not None else ())
+
+    def container_options(self, service: str | None = None) -> dict[str, Any]:
+        """A compose service's container options (healthcheck, entrypoint, user, …); none without compose."""
+        from bluegreen.orchestrator.compose import container_options
+
+        spec = self.compose.get(service or self.settings.environments.service)
+        return container_options(spec) if spec is not None else {}
 
     def data_dir(self) -> Path | None:
         path = self.settings.sqlite_path

@@ -53,8 +53,14 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
         audit.notes.extend(notes)
         live = dep.state.live_color() or "blue"
         record = dep.state.environment(live)
-        version = record.version if record else dep.settings.environments.version
-        image = record.image if record else dep.settings.image_ref(version)
+        api = dep.compose.get(dep.settings.environments.service)
+        if record is not None:
+            image, version = record.image, record.version
+        elif api is not None:  # the compose file names the image (and so the version) of the first start
+            image, version = api.image, api.tag
+        else:
+            version = dep.settings.environments.version
+            image = dep.settings.image_ref(version)
         env = record.env if record else {}
         audit.args.update(color=live, image=image)
         changed: list[str] = []
@@ -88,6 +94,12 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
             dep.state.record_environment(live, image, version, current.id, current.port, env)
             dep.state.set_live(live, weights)
             publish_scrape_targets(dep)
+            if dep.workers:
+                from bluegreen.orchestrator.workers import settle_workers
+
+                moved = settle_workers(dep, live, image, env, progress)
+                if moved:
+                    changed.append(moved)
             if dep.pitr is not None:
                 started = dep.pitr.start()
                 if started:
@@ -182,7 +194,8 @@ def ensure_environment(dep: Deployment, color: str, image: str, version: str,
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
     progress(f"starting {color}: {image}")
-    info = runtime.start(color, image, version, port, env, dep.mounts(), command=dep.container_command(color))
+    info = runtime.start(color, image, version, port, env, dep.mounts(), command=dep.container_command(color),
+                         options=dep.container_options())
 
     def problem() -> str | None:
         now = runtime.inspect(color)
@@ -227,6 +240,11 @@ def down(dep: Deployment, progress: Progress = _quiet) -> DownResult:
             stopped.append(dep.proxy.name)
         dep.proxy.stop()  # also removes a supervised proxy that is not running (crashed, engine stopped)
         errors = []
+        if dep.workers:
+            for color in COLORS:
+                if any(w.state != "absent" for w in dep.workers.state(color)):
+                    dep.workers.drain(color, progress)
+                    stopped.append(f"{color}'s workers")
         for color in COLORS:
             if dep.runtime.inspect(color) is not None:
                 progress(f"stopping {color}")

@@ -98,6 +98,15 @@ def settle(dep: Deployment, rec: ReleaseRecord, status: str, reason: str, progre
     if info is not None and image is not None and version is not None:
         dep.state.record_environment(target, image, version, info.id, info.port, env)
     dep.state.set_live(target, weights)
+    if dep.workers:
+        from bluegreen.orchestrator.workers import settle_workers
+
+        try:
+            moved = settle_workers(dep, target, image, env, progress)
+        except BluegreenError as exc:
+            moved = f"the workers could not be settled on {target}: {exc.message}"
+        if moved:
+            reason += f"; {moved}"
     journal.finish(rec.id, final_status, reason)
     return Settled(target, final_status, reason)
 

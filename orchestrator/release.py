@@ -265,7 +265,12 @@ class _Executor:
         if current is None:
             raise EnvironmentFailed(f"{p.to_color} disappeared right after it started")
         self.dep.state.record_environment(p.to_color, p.image, p.version, current.id, current.port, p.env)
-        return {"container": current.id, "seconds": round(self.start_seconds, 3), **stashed}
+        workers: dict[str, Any] = {}
+        if self.dep.workers and self.settings.workers.overlap:  # both colours' workers consume during the steps
+            self.dep.workers.start(p.to_color, tag_of(p.image), p.env, self.progress)
+            self.dep.workers.wait_healthy(p.to_color)
+            workers = {"workers": "started (overlap)"}
+        return {"container": current.id, "seconds": round(self.start_seconds, 3), **stashed, **workers}
 
     def _stash_warm(self, seq: int) -> dict[str, Any]:
         """The candidate's slot holds the warm previous version: keep it, stopped, for after a failure.
@@ -470,6 +475,11 @@ class _Executor:
         p = self.plan
         weights = {p.to_color: 100, p.from_color: 0}
         self.dep.proxy.set_weights(weights)
+        workers = {}
+        if self.dep.workers:  # the workers follow the traffic: the old drained, then the new started and proved
+            assert p.from_image is not None
+            workers = self.dep.workers.switch(p.from_color, p.to_color, tag_of(p.image), p.env,
+                                              tag_of(p.from_image), p.from_env, self.progress)
         window = self.settings.release.warm_window
         self.dep.state.switch_live(
             p.to_color, weights,
@@ -482,7 +492,13 @@ class _Executor:
             retire(self.dep, force=True, progress=self.progress)
         else:
             self.dep.proxy.set_standby(p.from_color)
-        return {"weights": weights, "warm_window": window}
+        return {"weights": weights, "warm_window": window, **({"workers": workers} if workers else {})}
+
+
+def tag_of(image: str) -> str:
+    from bluegreen.orchestrator.workers import tag_of as tag
+
+    return tag(image)
 
 
 def _sigterm(signum: int, frame: Any) -> None:

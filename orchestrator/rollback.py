@@ -186,6 +186,16 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
     schema = _revert_release_schema(dep, live, live_record.version, progress)
     if schema:
         notes.append(schema)
+    if dep.workers:  # the workers follow the traffic back: the rolled-back colour's drained, the target's started
+        from bluegreen.orchestrator.workers import settle_workers
+
+        try:
+            moved = settle_workers(dep, idle, target.image, target.env, progress)
+        except BluegreenError as exc:
+            moved = f"the workers could not follow to {idle}: {exc.message}"
+            progress(moved)
+        if moved:
+            notes.append(moved)
     journal.finish(rid, "switched", "; ".join(part for part in (reason, *notes) if part), seconds)
     dep.notify("rollback", f"rolled back: {idle} serves {target.version} ({target.variant}) in {seconds:.3f}s"
                + (f": {reason}" if reason else ""), live=idle, version=target.version, seconds=seconds, warm=warm)

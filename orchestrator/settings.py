@@ -87,6 +87,8 @@ class ColorSettings(_Section):
 
 
 class EnvironmentsSettings(_Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     image: str = Field("bluegreen-model", min_length=1)
     version: str = Field("v1", min_length=1)
     host: str = "127.0.0.1"
@@ -95,8 +97,27 @@ class EnvironmentsSettings(_Section):
     command: list[str] = Field(default_factory=list)
     blue: ColorSettings = ColorSettings(port=8101)
     green: ColorSettings = ColorSettings(port=8102)
+    # A colour of several services, defined by the team's compose file (runbooks/compose.md):
+    # `service` is the one behind the proxy, `with` the services that switch with it (workers).
+    compose: str = ""
+    service: str = Field("api", min_length=1)
+    with_: list[str] = Field(default_factory=list, alias="with")
+    images: dict[str, str] = Field(default_factory=dict)  # service -> repository, when not the file's
 
     _host = field_validator("host")(_ip)
+
+    @model_validator(mode="after")
+    def _services(self) -> EnvironmentsSettings:
+        if self.with_ and not self.compose:
+            raise ValueError("environments.with names services of a compose file: set environments.compose too")
+        if self.service in self.with_:
+            raise ValueError(f"environments.with lists {self.service!r}, the service behind the proxy "
+                             "(environments.service)")
+        unknown = set(self.images) - {self.service, *self.with_}
+        if unknown:
+            raise ValueError(f"environments.images names {sorted(unknown)}, which are not environments.service "
+                             "or environments.with")
+        return self
 
     @model_validator(mode="after")
     def _placeholders_resolve(self) -> EnvironmentsSettings:
@@ -232,6 +253,19 @@ class RuntimeSettings(_Section):
             raise ValueError(f"replicas = {self.replicas} needs kind = \"swarm\" (the docker runtime runs one "
                              "container per colour)")
         return self
+
+
+class WorkersSettings(_Section):
+    # Services that switch with the traffic (environments.with): by default only the colour that
+    # serves 100 % runs them; overlap = true runs the candidate's beside the live one's during the
+    # steps (for queues that balance between consumers).
+    overlap: bool = False
+    drain_timeout: Duration = 30.0  # SIGTERM, then this long to finish held work (or the file's stop_grace_period)
+    health_timeout: Duration = 60.0  # a started worker's compose healthcheck must pass within this
+    watch: Duration = 5.0  # after a switch, the queue and the workers are watched this long
+    # SQL answering the number of jobs waiting, run on the application database; empty: no lag check.
+    lag_query: str = ""
+    max_restarts: int = Field(0, ge=0, le=100)  # worker restarts tolerated during the watch
 
 
 class ImagesSettings(_Section):
@@ -467,6 +501,7 @@ class Settings(DerivedPaths, BaseSettings):
     state: StateSettings = StateSettings()
     docker: DockerSettings = DockerSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    workers: WorkersSettings = WorkersSettings()
     images: ImagesSettings = ImagesSettings()
     release: ReleaseSettings = ReleaseSettings()
     model: ModelSettings = ModelSettings()
@@ -511,6 +546,13 @@ class Settings(DerivedPaths, BaseSettings):
             if not self.backups.pgbackrest.data_directory:
                 raise ValueError("backups.pitr = \"pgbackrest\" needs backups.pgbackrest.data_directory, the "
                                  "cluster's data directory (SHOW data_directory, as a superuser)")
+        return self
+
+    @model_validator(mode="after")
+    def _compose_runtime(self) -> Settings:
+        if self.environments.compose and self.runtime.kind != "docker":
+            raise ValueError("environments.compose runs each colour's services as containers on one engine: it "
+                             "needs runtime.kind = \"docker\"")
         return self
 
     @model_validator(mode="after")

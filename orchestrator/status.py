@@ -40,6 +40,7 @@ class Status:
     warm: dict[str, Any] | None = None  # the previous colour kept running, and until when (only if it truly is)
     standby: str | None = None  # the colour the proxy fails over to, read from the proxy
     archive: dict[str, Any] | None = None  # the continuous archive (backups.pitr), when on
+    workers: dict[str, list[dict[str, Any]]] | None = None  # each colour's workers (environments.with)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +97,16 @@ def status(dep: Deployment) -> Status:
             result.notes.append(f"{warm['color']} was to stay warm for rollback, but its container is "
                                 f"{cs.container} ({cs.health}): a rollback starts it first")
             result.warm = None
+    if dep.settings.environments.with_:
+        try:
+            result.workers = {c: [w.to_dict() for w in dep.workers.state(c)] for c in ("blue", "green")}
+        except BluegreenError as exc:
+            result.notes.append(f"the workers cannot be read: {exc.message}")
+        else:
+            for c, states in result.workers.items():
+                bad = [w for w in states if w["state"] not in ("running", "absent") or w["health"] == "unhealthy"]
+                if bad:
+                    result.notes.append(f"{c}'s {bad[0]['service']} is {bad[0]['state']} ({bad[0]['health']})")
     if dep.pitr is not None:
         tool = dep.pitr.tool
         try:

@@ -39,6 +39,13 @@ class Cluster:
         return proc
 
     def create(self) -> Cluster:
+        try:
+            return self._create()
+        except BaseException:
+            self.remove()
+            raise
+
+    def _create(self) -> Cluster:
         self._as_postgres(str(_bin() / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth-local=peer",
                           "--auth-host=scram-sha-256")
         with self.conf.open("a") as conf:

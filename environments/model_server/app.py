@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import jobs
 from models import BaselineModel, Family, LearnedModel, Prediction, load
 from store import PredictionStore
 
@@ -244,7 +245,7 @@ def shifted(predictions: list[Prediction], shift: float, family: Family) -> list
 
 
 Answer = tuple[int, str, bytes]
-KNOWN_PATHS = ("/health", "/version", "/predict", "/metrics", "/feedback")
+KNOWN_PATHS = ("/health", "/version", "/predict", "/metrics", "/feedback", "/jobs")
 PROBE_HEADER = b"x-bluegreen-probe"
 
 
@@ -262,6 +263,7 @@ class App:
         if cfg["shift"] > 1 and self.family.task == "classification":
             raise ConfigurationError(f"FAULT_PREDICTION_SHIFT={cfg['shift']} must be in 0..1 for a classifier")
         self.store = PredictionStore(cfg["database_url"])
+        self.queue: jobs.Queue | None = None  # the job queue table, opened with the store
         self.metrics = Metrics(self.family)
         self.info = {
             "version": cfg["version"],
@@ -290,7 +292,7 @@ class App:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", ctype.encode()), (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
-        label = path if path in KNOWN_PATHS else "other"
+        label = "/jobs" if path.startswith("/jobs") else path if path in KNOWN_PATHS else "other"
         self.metrics.observe(method, label, status, time.perf_counter() - start, probe)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -317,6 +319,8 @@ class App:
             return _json(200, self.info)
         if method == "GET" and path == "/metrics":
             return 200, "text/plain; version=0.0.4", self.metrics.render(self.info, self.store).encode()
+        if path == "/jobs" or path.startswith("/jobs/"):
+            return await self.jobs(method, path, body)
         if path == "/feedback":
             if method != "POST":
                 return _json(405, {"error": "use POST"})
@@ -373,6 +377,39 @@ class App:
         return _json(200, {**results[0], **common})
 
 
+    async def jobs(self, method: str, path: str, body: bytes) -> Answer:
+        """POST /jobs {"features": [...]} -> 202 {"id"}; GET /jobs/N -> its status, prediction, version."""
+        if self.queue is None:
+            return _json(503, {"error": "no application database to queue jobs in (DATABASE_URL)"})
+        loop = asyncio.get_running_loop()
+        if path == "/jobs":
+            if method != "POST":
+                return _json(405, {"error": "use POST"})
+            try:
+                doc = json.loads(body or b"null")
+            except ValueError:
+                return _json(400, {"error": "body must be JSON"})
+            features = doc.get("features") if isinstance(doc, dict) else None
+            if not isinstance(features, list) or len(features) != len(self.family.columns) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) for v in features):
+                return _json(400, {"error": f'body must be {{"features": [{len(self.family.columns)} numbers]}}'})
+            try:
+                job_id = await loop.run_in_executor(None, self.queue.enqueue, features)
+            except Exception:
+                return _json(503, {"error": "could not queue the job: database unavailable"})
+            return _json(202, {"id": job_id, "status": "queued"})
+        if method != "GET":
+            return _json(405, {"error": "use GET"})
+        try:
+            job_id = int(path.rsplit("/", 1)[1])
+        except ValueError:
+            return _json(404, {"error": f"no job {path.rsplit('/', 1)[1]!r}"})
+        try:
+            job = await loop.run_in_executor(None, self.queue.get, job_id)
+        except Exception:
+            return _json(503, {"error": "could not read the job: database unavailable"})
+        return _json(200, job) if job is not None else _json(404, {"error": f"no job {job_id}"})
+
     async def feedback(self, body: bytes) -> Answer:
         try:
             doc = json.loads(body or b"null")
@@ -414,6 +451,8 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--consumer-health"]:
+        return int(jobs.healthy())
     try:
         cfg = read_config(dict(os.environ))
     except ConfigurationError as exc:
@@ -427,8 +466,12 @@ def main() -> int:
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if os.environ.get("ROLE", "api") == "consumer":
+        return int(jobs.consume(cfg, app.model))
     try:
         app.store.open()  # a database that cannot be reached stops the start
+        if app.store.kind != "none":
+            app.queue = jobs.Queue(cfg["database_url"]).connect(create=True)
     except Exception as exc:
         print(f"start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
