@@ -90,17 +90,20 @@ def _emit(doc: Any) -> None:
 def init(
     directory: Annotated[Path, typer.Argument(help="Where to write bluegreen.toml.")] = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing bluegreen.toml.")] = False,
+    example: Annotated[str | None, typer.Option("--example", help="compose: also write compose.yaml (an api and a "
+                       "prediction-consumer, switched together) and point bluegreen.toml at it.",
+                       show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a commented bluegreen.toml with the embedded defaults."""
     from bluegreen.orchestrator.project import init_project
 
     OPTIONS.json = as_json
-    result = init_project(directory, force=force)
+    result = init_project(directory, force=force, example=example)
     if as_json:
         _emit(result)
         return
-    typer.echo(f"wrote {result['config']}")
+    typer.echo(f"wrote {result['config']}" + (f" and {result['compose']}" if "compose" in result else ""))
     typer.echo(f"next: cd {directory} && bluegreen images build && bluegreen up")
 
 

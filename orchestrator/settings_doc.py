@@ -116,7 +116,8 @@ def _rows(model: type[BaseModel], prefix: str, notes: dict[str, str], out: list[
     for name, field in model.model_fields.items():
         if field.exclude:
             continue
-        key = f"{prefix}.{name}" if prefix else name
+        shown = field.alias or name  # `with` is a Python keyword: the field is with_, the key `with`
+        key = f"{prefix}.{shown}" if prefix else shown
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel) and name not in ("blue", "green"):
             nested.append((key, annotation))
