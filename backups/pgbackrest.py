@@ -231,8 +231,7 @@ class PgBackRest:
         """
         name = name or f"bluegreen-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
         began = time.time()
-        rows = self._psql(f"SELECT txid_current(); SELECT pg_create_restore_point('{_quote(name)}'); "
-                          "SELECT pg_walfile_name(pg_switch_wal() - 1);")
+        rows = self._mark(name)
         if len(rows) != 3:
             raise BackupError(f"unexpected answer to the restore point: {rows!r}")
         lsn, segment = rows[1], rows[2]
@@ -249,6 +248,33 @@ class PgBackRest:
                                   f"check archive_command in postgresql.conf and {self.directory / 'log'}")
             time.sleep(0.02)
         return RestorePoint("pgbackrest", _iso(began), name=name, lsn=lsn)
+
+    def _mark(self, name: str) -> list[str]:
+        """A commit now, the named restore point, the WAL switch: (txid, point's LSN, segment).
+
+        On the application's own connection when its role may (GRANT EXECUTE ON FUNCTION
+        pg_create_restore_point(text), pg_switch_wal() TO it: no process started), else through
+        psql as the cluster's owner.
+        """
+        import psycopg
+
+        # The commit first, on its own (autocommit): its record must be in the segment switched out.
+        sql = "SELECT pg_create_restore_point(%s)::text, pg_walfile_name(pg_switch_wal() - 1)"
+        try:
+            conn = self.target.connect()
+        except BackupError:
+            conn = None
+        if conn is not None:
+            try:
+                txid = conn.execute("SELECT txid_current()::text").fetchone()[0]
+                row = conn.execute(sql, (name,)).fetchone()
+                return [str(txid), str(row[0]), str(row[1])]
+            except psycopg.errors.InsufficientPrivilege:
+                pass
+            finally:
+                conn.close()
+        return self._psql(f"SELECT txid_current(); SELECT pg_create_restore_point('{_quote(name)}'); "
+                          "SELECT pg_walfile_name(pg_switch_wal() - 1);")
 
     def archiver(self) -> dict[str, Any]:
         """PostgreSQL's archiver, as pg_stat_archiver sees it (readable by any role)."""

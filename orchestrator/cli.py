@@ -174,6 +174,14 @@ def _render_status(s: Status) -> None:
         table.add_row(color + ("*" if color == s.live else ""), weight, cs.version or "-", cs.image or "-",
                       cs.container, health)
     console.print(table)
+    if s.workers:
+        workers = Table(title="workers (environments.with)")
+        for col in ("colour", "service", "version", "container", "health", "restarts"):
+            workers.add_column(col)
+        for color, states in s.workers.items():
+            for w in states:
+                workers.add_row(color, w["service"], w["version"] or "-", w["state"], w["health"], str(w["restarts"]))
+        console.print(workers)
 
 
 @app.command()

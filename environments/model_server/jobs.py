@@ -127,6 +127,7 @@ def consume(cfg: dict[str, Any], model: Any) -> int:
     me = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     lease = float(os.environ.get("JOB_LEASE_SECONDS", "30"))
     batch = int(os.environ.get("JOB_BATCH", "20"))
+    work = float(os.environ.get("FAULT_JOB_WORK_MS", "0")) / 1000  # slow scoring, to hold jobs a while (tests)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -146,6 +147,8 @@ def consume(cfg: dict[str, Any], model: Any) -> int:
             stopping.wait(0.02)
             continue
         preds = model.predict([features for _id, features in held])
+        if work:
+            time.sleep(work)
         results = [(job_id, json.dumps(p.label if p.label is not None else p.value))
                    for (job_id, _f), p in zip(held, preds, strict=True)]
         done_total += queue.complete(me, results, cfg["version"])

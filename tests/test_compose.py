@@ -1,0 +1,186 @@
+"""Colours of two services from a compose file, on real containers: the API behind the proxy and a
+queue consumer that follows the traffic. Under a steady stream of jobs, a release and a rollback
+do every job exactly once (attempts 1), stamped with the version that was live when it was taken;
+a consumer that crashes on start fails the release and the old consumers come back; a consumer
+killed -9 holding jobs loses none (they are taken again: attempts 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Project, wait_for
+
+COMPOSE = """\
+services:
+  api:
+    image: bluegreen-model:v1
+  prediction-consumer:
+    image: bluegreen-model:v1
+    environment:
+      ROLE: consumer
+      JOB_LEASE_SECONDS: "3"
+      JOB_BATCH: "10"
+      FAULT_CRASH_ON_START: ${CONSUMER_CRASH:-}
+      FAULT_JOB_WORK_MS: ${CONSUMER_WORK_MS:-0}
+    healthcheck:
+      test: ["CMD", "/opt/model/bin/python", "/app/app.py", "--consumer-health"]
+      interval: 500ms
+      timeout: 5s
+      retries: 3
+      start_period: 1s
+    stop_grace_period: 15s
+"""
+
+
+class Jobs:
+    """Submits a job every ``pause`` seconds through the proxy until stopped; counts failures."""
+
+    def __init__(self, url: str, pause: float = 0.01) -> None:
+        self.url, self.pause = url, pause
+        self.ids: list[int] = []
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.wait(self.pause):
+                try:
+                    r = client.post(f"{self.url}/jobs", json={"features": [5.1, 3.5, 1.4, 0.2]})
+                    if r.status_code == 202:
+                        self.ids.append(r.json()["id"])
+                    else:
+                        self.failed.append(f"{r.status_code} {r.text[:100]}")
+                except httpx.HTTPError as exc:
+                    self.failed.append(type(exc).__name__)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def jobs_table(project: Project) -> list[tuple[int, str, str | None, int, float | None]]:
+    with sqlite3.connect(f"file:{project.db_path}?mode=ro", uri=True, timeout=60) as db:
+        db.execute("PRAGMA busy_timeout = 60000")
+        return db.execute("SELECT id, status, version, attempts, taken_at FROM jobs ORDER BY id").fetchall()
+
+
+def all_done(project: Project, ids: list[int]) -> bool:
+    rows = {r[0]: r for r in jobs_table(project)}
+    return all(rows.get(i, (0, ""))[1] == "done" for i in ids)
+
+
+@pytest.fixture
+def composed(project: Project, docker_client: Any) -> Iterator[Project]:
+    (project.root / "compose.yaml").write_text(COMPOSE)
+    project.env.update({
+        "BLUEGREEN_ENVIRONMENTS__COMPOSE": "compose.yaml",
+        "BLUEGREEN_ENVIRONMENTS__WITH": '["prediction-consumer"]',
+        "BLUEGREEN_WORKERS__LAG_QUERY": "SELECT count(*) FROM jobs WHERE status = 'queued'",
+        "BLUEGREEN_WORKERS__WATCH": "2s",
+        "BLUEGREEN_RELEASE__BAKE": "1s",
+    })
+    up = project.run("up", "--json", timeout=300)
+    assert up.code == 0, up.err
+    assert any("started blue's workers" in c for c in json.loads(up.out)["changed"]), up.out
+    yield project
+    project.run("down", timeout=120)
+
+
+def worker(docker_client: Any, project: Project, color: str) -> Any:
+    return docker_client.containers.get(f"{project.name}-{color}-prediction-consumer")
+
+
+def test_a_release_and_a_rollback_do_every_job_exactly_once_with_the_live_version(
+        composed: Project, docker_client: Any) -> None:
+    project = composed
+    assert docker_client.containers.get(f"{project.name}-blue-api").status == "running"
+    status = json.loads(project.run("status", "--json").out)
+    [blue_worker] = status["workers"]["blue"]
+    assert (blue_worker["state"], blue_worker["health"], blue_worker["version"]) == ("running", "healthy", "v1")
+    assert status["workers"]["green"][0]["state"] == "absent"
+
+    jobs = Jobs(project.proxy_url)
+    try:
+        release = project.run("release", "bluegreen-model:v2", "--steps", "50,100", timeout=300)
+        assert release.code == 0, release.err
+        assert "draining blue's prediction-consumer" in release.err
+        assert release.err.index("draining blue's") < release.err.index("starting green's prediction-consumer")
+        assert worker(docker_client, project, "green").labels["bluegreen.version"] == "v2"
+        rollback = project.run("rollback", timeout=300)
+        assert rollback.code == 0, rollback.err
+        assert wait_for(lambda: worker(docker_client, project, "blue").status == "running", timeout=30)
+    finally:
+        jobs.stop()
+    assert jobs.failed == [] and len(jobs.ids) > 100, (len(jobs.ids), jobs.failed[:5])
+    assert wait_for(lambda: all_done(project, jobs.ids), timeout=60)
+    rows = [r for r in jobs_table(project) if r[0] in set(jobs.ids)]
+    assert {r[3] for r in rows} == {1}, [r for r in rows if r[3] != 1][:5]  # none done twice, none retried
+    # Taken in time order, the versions run v1…, v2…, v1…: never two versions consuming at once.
+    by_take = [r[2] for r in sorted(rows, key=lambda r: r[4] or 0)]
+    runs = [v for i, v in enumerate(by_take) if i == 0 or by_take[i - 1] != v]
+    assert runs in (["v1", "v2", "v1"], ["v1", "v2"], ["v2", "v1"]), runs[:10]
+    assert "v2" in runs
+    with pytest.raises(Exception, match="Not Found|404"):
+        worker(docker_client, project, "green")  # the rolled-back colour's worker was drained
+
+
+def test_a_consumer_that_crashes_on_start_fails_the_release_and_the_old_ones_come_back(
+        composed: Project, docker_client: Any) -> None:
+    project = composed
+    jobs = Jobs(project.proxy_url, pause=0.02)
+    try:
+        release = project.run("release", "bluegreen-model:v2", "--steps", "100", timeout=300,
+                              env={"CONSUMER_CRASH": "1"})
+    finally:
+        jobs.stop()
+    assert release.code == 11, release.err
+    assert "green's prediction-consumer" in release.err and "FAULT_CRASH_ON_START is set" in release.err
+    assert "starting blue's workers again" in release.err or "starting blue's prediction-consumer" in release.err
+    assert wait_for(lambda: worker(docker_client, project, "blue").status == "running", timeout=30)
+    assert httpx.get(f"{project.proxy_url}/version").json()["version"] == "v1"
+    assert jobs.failed == []
+    assert wait_for(lambda: all_done(project, jobs.ids), timeout=60)  # nothing lost while they were away
+
+
+def test_a_consumer_killed_holding_jobs_loses_none(project: Project, docker_client: Any) -> None:
+    (project.root / "compose.yaml").write_text(COMPOSE)
+    project.env.update({"BLUEGREEN_ENVIRONMENTS__COMPOSE": "compose.yaml",
+                        "BLUEGREEN_ENVIRONMENTS__WITH": '["prediction-consumer"]', "CONSUMER_WORK_MS": "400"})
+    try:
+        assert project.run("up", timeout=300).code == 0
+        jobs = Jobs(project.proxy_url, pause=0.01)
+        try:
+            assert wait_for(lambda: any(r[1] == "taken" for r in jobs_table(project)), timeout=30)
+            pid = worker(docker_client, project, "blue").attrs["State"]["Pid"]
+            os.kill(pid, signal.SIGKILL)  # dies holding a batch of jobs
+            time.sleep(0.5)
+        finally:
+            jobs.stop()
+        assert wait_for(lambda: all_done(project, jobs.ids), timeout=90)  # its restart (or lease) takes them again
+        rows = [r for r in jobs_table(project) if r[0] in set(jobs.ids)]
+        assert max(r[3] for r in rows) == 2 and {r[3] for r in rows} <= {1, 2}
+        assert all(r[1] == "done" for r in rows)
+    finally:
+        project.run("down", timeout=120)
+
+
+def test_a_compose_key_that_is_not_carried_over_is_refused_with_its_line(project: Project) -> None:
+    (project.root / "compose.yaml").write_text(COMPOSE.replace("    image: bluegreen-model:v1\n  prediction",
+                                                               "    image: bluegreen-model:v1\n    ports: [\"80:80\"]\n"
+                                                               "  prediction", 1))
+    refused = project.run("up", env={"BLUEGREEN_ENVIRONMENTS__COMPOSE": "compose.yaml",
+                                     "BLUEGREEN_ENVIRONMENTS__WITH": '["prediction-consumer"]'})
+    assert refused.code == 2, refused.err
+    assert "compose.yaml:4: service 'api' uses 'ports'" in refused.err and "edit line 4" in refused.err
