@@ -265,6 +265,7 @@ class WorkersSettings(_Section):
     watch: Duration = 5.0  # after a switch, the queue and the workers are watched this long
     # SQL answering the number of jobs waiting, run on the application database; empty: no lag check.
     lag_query: str = ""
+    lag_tolerance: int = Field(50, ge=0)  # jobs that may wait without counting as lag (a stream always has some)
     max_restarts: int = Field(0, ge=0, le=100)  # worker restarts tolerated during the watch
 
 

@@ -21,7 +21,7 @@ Environment:
                            standard deviations
   FAULT_SPARE_PROBES       "1"/"true": the error, latency and shift faults hit user traffic only, not
                            requests marked X-Bluegreen-Probe (a bug that only real traffic shows)
-  FAULT_CRASH_ON_START     "1"/"true": exit with status 3 right after start
+  FAULT_CRASH_ON_START     "1"/"true", or this server's version: exit with status 3 right after start
   FAULT_UNHEALTHY          "1"/"true": GET /health answers 503 (a server that never becomes healthy)
   STOP_GRACE_SECONDS       on SIGTERM, how long requests in flight may take to finish (default 8)
   ACCESS_LOG               "1": log every request
@@ -83,7 +83,9 @@ def read_config(env: dict[str, str]) -> dict[str, Any]:
         "variant": env.get("MODEL_VARIANT", "model") or "model",
         "quality": env.get("MODEL_QUALITY", "good") or "good",
         "database_url": env.get("DATABASE_URL", ""),
-        "crash": _truthy(env.get("FAULT_CRASH_ON_START", "")),
+        # 1/true/yes: crash; a version (v2): crash only when this server is that version.
+        "crash": _truthy(env.get("FAULT_CRASH_ON_START", ""))
+        or env.get("FAULT_CRASH_ON_START", "") == env.get("MODEL_VERSION", "dev"),
         "unhealthy": _truthy(env.get("FAULT_UNHEALTHY", "")),
         "spare_probes": _truthy(env.get("FAULT_SPARE_PROBES", "")),
         "access_log": _truthy(env.get("ACCESS_LOG", "")),
