@@ -306,6 +306,9 @@ def release(
                             "--migrate-up; without it a failed release restores the snapshot.",
                             show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    only: Annotated[str | None, typer.Option("--only", help="A colour of several services (environments.compose): "
+                    "release only this one. The API: its traffic moves, the workers keep their versions; a worker: "
+                    "replaced on the live colour, no traffic moves.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Release IMAGE into the idle colour: health gate, then shift traffic step by step, then promote."""
@@ -322,7 +325,7 @@ def release(
                              steps=step_list or list(rs.steps),
                              bake=rs.bake if bake_seconds is None else bake_seconds,
                              migrations=str(migrations.resolve()) if migrations else None,
-                             migrate_up=migrate_up, migrate_down=migrate_down)
+                             migrate_up=migrate_up, migrate_down=migrate_down, only=only)
     if dry_run:
         the_plan = make_plan(dep, request)
         if as_json:
@@ -355,13 +358,31 @@ def rollback(
     to: Annotated[str | None, typer.Option("--to", help="A version from history, or 'baseline' for the "
                   "rules-based fallback (default: the previous version).", show_default=False)] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why, for the history.")] = "",
+    only: Annotated[str | None, typer.Option("--only", help="A colour of several services: roll back only this "
+                    "one. The API: traffic goes back, the workers keep their versions; a worker: its previous "
+                    "version on the live colour.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send all traffic back to the previous version now (instant while its colour is warm)."""
     from bluegreen.orchestrator.rollback import rollback as do_rollback
 
     OPTIONS.json = as_json
-    result = do_rollback(_deployment(), to, reason, progress=_progress)
+    dep = _deployment()
+    if only is not None:
+        from bluegreen.orchestrator.release import _check_only
+
+        _check_only(dep, only)
+        if only != dep.settings.environments.service:
+            from bluegreen.orchestrator.workers import rollback_worker
+
+            done = rollback_worker(dep, only, progress=_progress)
+            if as_json:
+                _emit(done)
+                return
+            typer.echo(f"rolled back {only}: {done['live']} runs {done['version']} (was {done['from']}), "
+                       f"{done['seconds']:.1f}s")
+            return
+    result = do_rollback(dep, to, reason, progress=_progress, only=only)
     if as_json:
         _emit(result.to_dict())
         return

@@ -95,9 +95,11 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
             dep.state.set_live(live, weights)
             publish_scrape_targets(dep)
             if dep.workers:
-                from bluegreen.orchestrator.workers import settle_workers
+                from bluegreen.orchestrator.workers import current_versions, settle_workers
 
-                moved = settle_workers(dep, live, image, env, progress)
+                versions = current_versions(dep, image)
+                moved = settle_workers(dep, live, versions[0] if versions else None,
+                                       versions[1] if versions else None, progress)
                 if moved:
                     changed.append(moved)
             if dep.pitr is not None:

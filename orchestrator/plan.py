@@ -34,6 +34,7 @@ class ReleaseRequest:
     migrations: str | None = None  # a directory of NNNN_name.up.sql / .down.sql files
     migrate_up: str | None = None  # or a command run in a one-off container of the image (alembic …)
     migrate_down: str | None = None
+    only: str | None = None  # a compose colour: release only this service (the API, or one worker)
 
 
 @dataclass(frozen=True)

@@ -99,10 +99,12 @@ def settle(dep: Deployment, rec: ReleaseRecord, status: str, reason: str, progre
         dep.state.record_environment(target, image, version, info.id, info.port, env)
     dep.state.set_live(target, weights)
     if dep.workers:
-        from bluegreen.orchestrator.workers import settle_workers
+        from bluegreen.orchestrator.workers import current_versions, settle_workers
 
         try:
-            moved = settle_workers(dep, target, image, env, progress)
+            versions = current_versions(dep, image)  # as recorded: a failed switch never recorded its versions
+            moved = settle_workers(dep, target, versions[0] if versions else None,
+                                   versions[1] if versions else None, progress)
         except BluegreenError as exc:
             moved = f"the workers could not be settled on {target}: {exc.message}"
         if moved:

@@ -94,6 +94,12 @@ def plan(dep: Deployment, request: ReleaseRequest) -> Plan:
 
 
 def release(dep: Deployment, request: ReleaseRequest, progress: Progress = _quiet) -> ReleaseResult:
+    if request.only is not None:
+        _check_only(dep, request.only)
+        if request.only != dep.settings.environments.service:  # one worker: replaced in place, no traffic moves
+            from bluegreen.orchestrator.workers import release_worker
+
+            return release_worker(dep, request, progress)
     with dep.lock("release") as lock, dep.state.action(dep.actor, "release", {"image": request.image}) as audit:
         if lock.stale:
             audit.notes.append(f"cleared a stale lock left by {lock.stale.describe()}")
@@ -103,9 +109,19 @@ def release(dep: Deployment, request: ReleaseRequest, progress: Progress = _quie
         audit.args.update(version=the_plan.version, to=the_plan.to_color)
         _preflight(dep, the_plan, observed)
         publish_scrape_targets(dep)
-        result = _Executor(dep, the_plan, progress).run()
+        result = _Executor(dep, the_plan, progress, only=request.only).run()
         audit.notes.append(f"release {result.id}: {result.status}")
         return result
+
+
+def _check_only(dep: Deployment, only: str) -> None:
+    e = dep.settings.environments
+    if not e.compose:
+        raise InvalidRequest(f"--only {only}: a colour is one service here (environments.compose is not set)",
+                             "release without --only; runbooks/compose.md")
+    if only not in (e.service, *e.with_):
+        raise InvalidRequest(f"--only {only}: not a service of the colour (it has {', '.join([e.service, *e.with_])})",
+                             "bluegreen status   (the workers table)")
 
 
 def _preflight(dep: Deployment, p: Plan, observed: Observed) -> None:
@@ -128,8 +144,9 @@ def _preflight(dep: Deployment, p: Plan, observed: Observed) -> None:
 
 
 class _Executor:
-    def __init__(self, dep: Deployment, plan: Plan, progress: Progress) -> None:
+    def __init__(self, dep: Deployment, plan: Plan, progress: Progress, only: str | None = None) -> None:
         self.dep = dep
+        self.only = only  # the API alone: the workers move with the traffic at their own versions
         self.plan = plan
         self.progress = progress
         self.journal = Journal(dep.state)
@@ -267,7 +284,8 @@ class _Executor:
         self.dep.state.record_environment(p.to_color, p.image, p.version, current.id, current.port, p.env)
         workers: dict[str, Any] = {}
         if self.dep.workers and self.settings.workers.overlap:  # both colours' workers consume during the steps
-            self.dep.workers.start(p.to_color, tag_of(p.image), p.env, self.progress)
+            versions, env = self._worker_versions()
+            self.dep.workers.start(p.to_color, versions, env, self.progress)
             self.dep.workers.wait_healthy(p.to_color)
             workers = {"workers": "started (overlap)"}
         return {"container": current.id, "seconds": round(self.start_seconds, 3), **stashed, **workers}
@@ -477,9 +495,12 @@ class _Executor:
         self.dep.proxy.set_weights(weights)
         workers = {}
         if self.dep.workers:  # the workers follow the traffic: the old drained, then the new started and proved
-            assert p.from_image is not None
-            workers = self.dep.workers.switch(p.from_color, p.to_color, tag_of(p.image), p.env,
-                                              tag_of(p.from_image), p.from_env, self.progress)
+            from bluegreen.orchestrator.workers import current_versions
+
+            old = current_versions(self.dep, p.from_image)
+            versions, env = self._worker_versions()
+            workers = self.dep.workers.switch(p.from_color, p.to_color, versions, env, old[0] if old else None,
+                                              old[1] if old else None, self.progress)
         window = self.settings.release.warm_window
         self.dep.state.switch_live(
             p.to_color, weights,
@@ -494,11 +515,15 @@ class _Executor:
             self.dep.proxy.set_standby(p.from_color)
         return {"weights": weights, "warm_window": window, **({"workers": workers} if workers else {})}
 
+    def _worker_versions(self) -> tuple[str | dict[str, str], dict[str, str]]:
+        """The workers' versions after this release: the release's tag, or (--only the API) theirs."""
+        from bluegreen.orchestrator.workers import current_versions, tag_of
 
-def tag_of(image: str) -> str:
-    from bluegreen.orchestrator.workers import tag_of as tag
-
-    return tag(image)
+        if self.only is not None:
+            kept = current_versions(self.dep, self.plan.from_image)
+            if kept is not None:
+                return kept
+        return tag_of(self.plan.image), self.plan.env
 
 
 def _sigterm(signum: int, frame: Any) -> None:

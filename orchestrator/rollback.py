@@ -86,7 +86,8 @@ def resolve_target(dep: Deployment, to_version: str | None) -> Target:
 
 
 def rollback(dep: Deployment, to_version: str | None = None, reason: str = "",
-             progress: Progress = _quiet, wait: float = 120.0, away_from: str | None = None) -> RollbackResult:
+             progress: Progress = _quiet, wait: float = 120.0, away_from: str | None = None,
+             only: str | None = None) -> RollbackResult:
     """All traffic to the previous version (or ``to_version``); instant when its colour is warm.
 
     ``away_from`` is the version the caller saw live when it asked. When several callers ask at
@@ -117,13 +118,13 @@ def rollback(dep: Deployment, to_version: str | None = None, reason: str = "",
             return RollbackResult(None, live or "", record.image, record.version,
                                   record.env.get("MODEL_VARIANT", "model"), True, round(time.monotonic() - began, 3),
                                   [note])
-        result = _rollback_locked(dep, resolve_target(dep, to_version), reason, progress, began)
+        result = _rollback_locked(dep, resolve_target(dep, to_version), reason, progress, began, only)
         audit.notes.append(f"{result.live} serves {result.version} ({result.variant}); warm: {result.warm}")
         return result
 
 
 def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Progress,
-                     began: float) -> RollbackResult:
+                     began: float, only: str | None = None) -> RollbackResult:
     live = dep.state.live_color()
     assert live is not None
     live_record = dep.state.environment(live)
@@ -187,10 +188,18 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
     if schema:
         notes.append(schema)
     if dep.workers:  # the workers follow the traffic back: the rolled-back colour's drained, the target's started
-        from bluegreen.orchestrator.workers import settle_workers
+        from bluegreen.orchestrator.workers import current_versions, record, recorded, settle_workers, tag_of
 
+        doc = recorded(dep)
+        now = current_versions(dep, live_record.image)
+        previous = (doc.get("previous") or {}) if only is None else {}  # --only the API: workers keep theirs
+        versions = previous.get("versions") or (now[0] if only is not None and now else tag_of(target.image))
+        env = previous.get("env") if previous.get("versions") else (now[1] if only is not None and now else target.env)
         try:
-            moved = settle_workers(dep, idle, target.image, target.env, progress)
+            moved = settle_workers(dep, idle, versions, env, progress)
+            if only is None and previous.get("versions") and now is not None:
+                record(dep, dict(previous["versions"]), dict(env or {}), dict(now[0]) if isinstance(now[0], dict)
+                       else None, now[1])
         except BluegreenError as exc:
             moved = f"the workers could not follow to {idle}: {exc.message}"
             progress(moved)

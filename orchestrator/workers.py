@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,8 @@ from bluegreen.orchestrator.errors import DockerUnavailable, ReleaseFailed
 if TYPE_CHECKING:
     from bluegreen.orchestrator.compose import Service
     from bluegreen.orchestrator.deployment import Deployment
+    from bluegreen.orchestrator.plan import ReleaseRequest
+    from bluegreen.orchestrator.release import ReleaseResult
 
 Progress = Callable[[str], None]
 
@@ -111,15 +113,19 @@ class Workers:
         return bool(self.services) and all(w.state == "running" for w in self.state(color))
 
     # -- start, drain ---------------------------------------------------------------------------
-    def start(self, color: str, tag: str, extra_env: dict[str, str] | None = None,
-              progress: Progress = _quiet) -> None:
-        """Start the colour's workers at ``tag`` (replacing any of ours there)."""
+    def start(self, color: str, versions: Versions, extra_env: dict[str, str] | None = None,
+              progress: Progress = _quiet, only: str | None = None) -> None:
+        """Start the colour's workers (or ``only`` one), each at its tag in ``versions`` (a str: the
+        same tag for all), replacing any of ours there."""
         import docker
 
         from bluegreen.orchestrator.compose import container_options
 
         dep = self.dep
         for service, spec in self.services.items():
+            if only is not None and service != only:
+                continue
+            tag = versions if isinstance(versions, str) else versions[service]
             name = self.name(color, service)
             image = self.image(service, tag)
             dep.engine.require_image(image)
@@ -175,11 +181,13 @@ class Workers:
                                     f"{self.log_tail(w.name)}")
             time.sleep(0.2)
 
-    def drain(self, color: str, progress: Progress = _quiet) -> list[dict[str, Any]]:
-        """Stop the colour's workers gracefully (SIGTERM, the grace period to finish what they
-        hold, then SIGKILL) and remove them; how each ended."""
+    def drain(self, color: str, progress: Progress = _quiet, only: str | None = None) -> list[dict[str, Any]]:
+        """Stop the colour's workers (or ``only`` one) gracefully (SIGTERM, the grace period to
+        finish what they hold, then SIGKILL) and remove them; how each ended."""
         out = []
         for service, spec in self.services.items():
+            if only is not None and service != only:
+                continue
             name = self.name(color, service)
             c = self._get(name)
             if c is None:
@@ -200,8 +208,10 @@ class Workers:
             out.append({"service": service, "exit_code": code, "seconds": round(time.monotonic() - began, 3)})
         return out
 
-    def remove(self, color: str) -> None:
+    def remove(self, color: str, only: str | None = None) -> None:
         for service in self.services:
+            if only is not None and service != only:
+                continue
             c = self._get(self.name(color, service))
             if c is not None:
                 with contextlib.suppress(Exception):
@@ -269,38 +279,76 @@ class Workers:
             progress(f"queue after the switch: {samples[0]} -> {samples[-1]} waiting")
         return result
 
-    def switch(self, old: str | None, new: str, tag: str, extra_env: dict[str, str] | None,
-               old_tag: str | None, old_env: dict[str, str] | None, progress: Progress = _quiet) -> dict[str, Any]:
-        """Move the workers from ``old`` to ``new``: drain, start, prove; on failure the old ones
-        come back and ReleaseFailed says why."""
+    def switch(self, old: str | None, new: str, versions: Versions, extra_env: dict[str, str] | None,
+               old_versions: Versions | None, old_env: dict[str, str] | None, progress: Progress = _quiet,
+               only: str | None = None) -> dict[str, Any]:
+        """Move the workers from ``old`` to ``new`` (or, with old == new, replace them in place —
+        ``only`` one service): drain, start, prove; on failure the old ones come back and
+        ReleaseFailed says why. The versions that run afterwards are recorded."""
         if not self.services:
             return {}
         began = time.monotonic()
-        started_already = self.dep.settings.workers.overlap and self.running(new)
-        drained = self.drain(old, progress) if old is not None and old != new else []
+        in_place = old == new
+        started_already = not in_place and self.dep.settings.workers.overlap and self.running(new)
+        drained = self.drain(old, progress, only=only if in_place else None) if old is not None else []
         try:
             if not started_already:  # with workers.overlap they have run since the candidate started
-                self.start(new, tag, extra_env, progress)
+                self.start(new, versions, extra_env, progress, only=only if in_place else None)
             self.wait_healthy(new)
             watched = self.watch(new, progress)
         except ReleaseFailed as exc:
             progress(f"{new}'s workers failed ({exc.message}): removing them")
-            self.remove(new)
-            if old is not None and old_tag is not None and old != new:
-                progress(f"starting {old}'s workers again ({old_tag})")
-                self.start(old, old_tag, old_env, progress)
+            self.remove(new, only=only if in_place else None)
+            if old is not None and old_versions is not None:
+                progress(f"starting {old}'s workers again ({describe(old_versions)})")
+                self.start(old, old_versions, old_env, progress, only=only if in_place else None)
                 self.wait_healthy(old)
             raise
-        return {"drained": drained, "started": new, "tag": tag, **watched,
+        now = expand(versions, self.services)
+        before = expand(old_versions, self.services) if old_versions is not None else None
+        if only is not None and before is not None:
+            now = {**before, only: now[only]}
+        record(self.dep, now, extra_env or {}, before, old_env or {})
+        return {"drained": drained, "started": new, "versions": now, **watched,
                 "seconds": round(time.monotonic() - began, 3)}
 
 
-def settle_workers(dep: Deployment, live: str, image: str | None, env: dict[str, str] | None,
+Versions = str | dict[str, str]
+
+
+def expand(versions: Versions, services: Mapping[str, Any]) -> dict[str, str]:
+    return {s: versions for s in services} if isinstance(versions, str) else dict(versions)
+
+
+def describe(versions: Versions) -> str:
+    return versions if isinstance(versions, str) else ", ".join(f"{s} {t}" for s, t in versions.items())
+
+
+def recorded(dep: Deployment) -> dict[str, Any]:
+    """The workers' versions now and before (the state's "workers" document)."""
+    return dep.state.get_doc("workers") or {}
+
+
+def record(dep: Deployment, versions: dict[str, str], env: dict[str, str], previous: dict[str, str] | None,
+           previous_env: dict[str, str]) -> None:
+    dep.state.set_doc("workers", {"versions": versions, "env": env,
+                                  "previous": {"versions": previous, "env": previous_env} if previous else None})
+
+
+def current_versions(dep: Deployment, live_image: str | None) -> tuple[Versions, dict[str, str]] | None:
+    """The versions the workers run (recorded), else the live API's tag; None: nothing to go by."""
+    doc = recorded(dep)
+    if doc.get("versions"):
+        return dict(doc["versions"]), dict(doc.get("env") or {})
+    return (tag_of(live_image), {}) if live_image else None
+
+
+def settle_workers(dep: Deployment, live: str, versions: Versions | None, env: dict[str, str] | None,
                    progress: Progress = _quiet) -> str:
-    """Workers only on the live colour: the other colour's drained, the live one's running.
-    What was done, for the journal ("" when nothing was)."""
+    """Workers only on the live colour, at ``versions``: the other colour's drained, the live
+    one's running. What was done, for the journal ("" when nothing was)."""
     workers = dep.workers
-    if not workers or image is None:
+    if not workers or versions is None:
         return ""
     from bluegreen.orchestrator.deployment import other
 
@@ -308,8 +356,78 @@ def settle_workers(dep: Deployment, live: str, image: str | None, env: dict[str,
     if any(w.state != "absent" for w in workers.state(other(live))):
         workers.drain(other(live), progress)
         done.append(f"drained {other(live)}'s workers")
-    if not workers.running(live):
-        workers.start(live, tag_of(image), env, progress)
+    wanted = expand(versions, workers.services)
+    have = {w.service: w.version for w in workers.state(live) if w.state == "running"}
+    if have != wanted:
+        workers.start(live, wanted, env, progress)
         workers.wait_healthy(live)
-        done.append(f"started {live}'s workers ({tag_of(image)})")
+        done.append(f"started {live}'s workers ({describe(wanted)})")
     return "; ".join(done)
+
+
+def release_worker(dep: Deployment, request: ReleaseRequest, progress: Progress = _quiet) -> ReleaseResult:
+    """``bluegreen release IMAGE --only WORKER``: one worker service replaced on the live colour at
+    the image's tag (drained, started, proved; the old one back on failure). No traffic moves."""
+    from bluegreen.orchestrator.errors import BluegreenError, InvalidRequest
+    from bluegreen.orchestrator.journal import Journal
+    from bluegreen.orchestrator.release import ReleaseResult
+
+    service = request.only
+    assert service is not None
+    with dep.lock("release"), dep.state.action(dep.actor, "release", {"image": request.image,
+                                                                      "only": service}) as audit:
+        live = dep.state.live_color()
+        live_record = dep.state.environment(live) if live else None
+        current = current_versions(dep, live_record.image if live_record else None)
+        if live is None or live_record is None or current is None:
+            raise InvalidRequest("nothing is live to release a worker beside", "bluegreen up")
+        workers = dep.workers
+        old_versions, old_env = expand(current[0], workers.services), current[1]
+        tag = tag_of(request.image)
+        if old_versions.get(service) == tag:
+            raise InvalidRequest(f"{service} already runs {tag} on {live}", "bluegreen status")
+        dep.engine.require_image(workers.image(service, tag))
+        journal = Journal(dep.state)
+        rid = journal.begin("release", dep.actor, workers.image(service, tag), tag, dict(request.env), live, live,
+                            workers.image(service, old_versions[service]), old_versions[service], old_env,
+                            {"steps": [{"name": "workers"}], "only": service})
+        journal.step_started(rid, 0, "workers")
+        began = time.monotonic()
+        try:
+            detail = workers.switch(live, live, {**old_versions, service: tag}, dict(request.env), old_versions,
+                                    old_env, progress, only=service)
+        except BluegreenError as exc:
+            seconds = round(time.monotonic() - began, 3)
+            journal.step_finished(rid, 0, "failed", {"error": exc.message})
+            journal.finish(rid, "rolled back", exc.message, seconds)
+            dep.notify("release_failed", f"release {rid} of {service} {tag} failed: {exc.message}", release=rid)
+            raise ReleaseFailed(f"release of {service} {tag} failed: {exc.message}; {live}'s {service} runs "
+                                f"{old_versions[service]} again", "bluegreen history --limit 3") from None
+        seconds = round(time.monotonic() - began, 3)
+        journal.step_finished(rid, 0, "done", detail)
+        journal.finish(rid, "promoted", "", seconds)
+        audit.notes.append(f"release {rid}: {service} {tag} on {live}")
+        return ReleaseResult(rid, "promoted", workers.image(service, tag), tag, live, live, seconds, 0.0, 0.0,
+                             [{"name": "workers", "outcome": "done", **detail}])
+
+
+def rollback_worker(dep: Deployment, service: str, progress: Progress = _quiet) -> dict[str, Any]:
+    """``bluegreen rollback --only WORKER``: that worker back to its previous version on the live colour."""
+    from bluegreen.orchestrator.errors import InvalidRequest
+
+    with dep.lock("rollback"), dep.state.action(dep.actor, "rollback", {"only": service}) as audit:
+        doc = recorded(dep)
+        previous = (doc.get("previous") or {}).get("versions") or {}
+        live = dep.state.live_color()
+        if live is None or not doc.get("versions") or service not in previous \
+                or previous[service] == doc["versions"].get(service):
+            raise InvalidRequest(f"{service} has no previous version to roll back to",
+                                 "bluegreen history   (bluegreen release IMAGE --only SERVICE releases one)")
+        began = time.monotonic()
+        now = dict(doc["versions"])
+        detail = dep.workers.switch(live, live, {**now, service: previous[service]},
+                                    dict((doc.get("previous") or {}).get("env") or {}), now,
+                                    dict(doc.get("env") or {}), progress, only=service)
+        audit.notes.append(f"{service} back to {previous[service]} on {live}")
+        return {"service": service, "live": live, "version": previous[service], "from": now[service],
+                "seconds": round(time.monotonic() - began, 3), **detail}

@@ -186,3 +186,33 @@ def test_a_compose_key_that_is_not_carried_over_is_refused_with_its_line(project
                                      "BLUEGREEN_ENVIRONMENTS__WITH": '["prediction-consumer"]'})
     assert refused.code == 2, refused.err
     assert "compose.yaml:4: service 'api' uses 'ports'" in refused.err and "edit line 4" in refused.err
+
+
+def test_only_one_service_is_released_and_rolled_back(composed: Project, docker_client: Any) -> None:
+    project = composed
+
+    def versions() -> dict[str, str]:
+        s = json.loads(project.run("status", "--json").out)
+        live = s["live"]
+        return {"live": live, "api": s["environments"][live]["version"],
+                "consumer": next(w["version"] for w in s["workers"][live] if w["state"] == "running")}
+
+    worker_only = project.run("release", "bluegreen-model:v2", "--only", "prediction-consumer", timeout=300)
+    assert worker_only.code == 0, worker_only.err
+    assert versions() == {"live": "blue", "api": "v1", "consumer": "v2"}  # no traffic moved
+    assert httpx.get(f"{project.proxy_url}/version").json()["version"] == "v1"
+    back = project.run("rollback", "--only", "prediction-consumer", timeout=300)
+    assert back.code == 0, back.err
+    assert versions() == {"live": "blue", "api": "v1", "consumer": "v1"}
+
+    api_only = project.run("release", "bluegreen-model:v2", "--only", "api", "--steps", "100", timeout=300)
+    assert api_only.code == 0, api_only.err
+    assert versions() == {"live": "green", "api": "v2", "consumer": "v1"}  # the worker followed at its version
+    api_back = project.run("rollback", "--only", "api", timeout=300)
+    assert api_back.code == 0, api_back.err
+    assert versions() == {"live": "blue", "api": "v1", "consumer": "v1"}
+
+    history = json.loads(project.run("history", "--json").out)["releases"]
+    assert any(r.get("plan", {}).get("only") == "prediction-consumer" for r in history), history[:3]
+    unknown = project.run("release", "bluegreen-model:v2", "--only", "scorer")
+    assert unknown.code == 2 and "not a service of the colour (it has api, prediction-consumer)" in unknown.err
