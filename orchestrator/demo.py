@@ -70,6 +70,36 @@ class Traffic:
             t.join(timeout=30)
 
 
+class Jobs:
+    """Jobs submitted through the proxy (POST /jobs) for the consumers to work; every refusal counts."""
+
+    def __init__(self, url: str, pause: float = 0.02) -> None:
+        self.url, self.pause = url, pause
+        self.ids: list[int] = []
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.wait(self.pause):
+                try:
+                    r = client.post(f"{self.url}/jobs", json=PREDICT)
+                    if r.status_code == 202:
+                        self.ids.append(int(r.json()["id"]))
+                    else:
+                        self.failed += 1
+                except (httpx.HTTPError, ValueError, KeyError):
+                    self.failed += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 class Watcher:
     """Which version answers through the proxy, every 5 ms: the clock for switch and failover times."""
 
@@ -128,6 +158,10 @@ class Summary:
     rows_before: int = 0
     rows_kept: int = 0
     rows_lost: int = 0
+    jobs: int = 0  # submitted to the queue through the proxy, worked by the live colour's consumer
+    jobs_failed: int = 0  # submissions refused
+    jobs_lost: int = 0  # never done
+    jobs_done_twice: int = 0  # taken more than once (attempts > 1)
     schema_reverted: bool | None = None
     backups_verified: int = 0
     backups_total: int = 0
@@ -135,7 +169,8 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        return not self.problems and self.failed_requests == 0 and self.rows_lost == 0
+        return (not self.problems and self.failed_requests == 0 and self.rows_lost == 0 and self.jobs_lost == 0
+                and self.jobs_failed == 0 and self.jobs_done_twice == 0)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -151,6 +186,8 @@ class Summary:
                 ("rows before the faulty release / kept / lost",
                  f"{self.rows_before:,} / {self.rows_kept:,} / {self.rows_lost}"),
                 ("schema change reverted", {True: "yes", False: "NO", None: "n/a"}[self.schema_reverted]),
+                ("jobs queued / failed to queue / lost / done twice (consumer switched with the traffic)",
+                 f"{self.jobs:,} / {self.jobs_failed} / {self.jobs_lost} / {self.jobs_done_twice}"),
                 ("automatic rollback (verdict -> all traffic on v2)", ms(self.rollback_ms)),
                 ("failover (live colour killed -> all traffic on the standby)", ms(self.failover_ms)),
                 (f"alert -> rollback ({self.alert_delivery})", ms(self.alert_rollback_ms)),
@@ -190,7 +227,7 @@ class Demo:
         from bluegreen.orchestrator.project import init_project
         from bluegreen.orchestrator.settings_core import CONFIG_FILENAME
 
-        init_project(self.root)
+        init_project(self.root, example="compose")  # an api and a prediction-consumer per colour
         config = self.root / CONFIG_FILENAME
         text = config.read_text()
         for old, new in ((f'project = "{self.root.name.lower()}"', f'project = "{self.name}"'),
@@ -204,7 +241,8 @@ class Demo:
             if old not in text:
                 raise BluegreenError(f"the settings template has no {old!r} to set")
             text = text.replace(old, new, 1)
-        text = text.replace("check_interval_ms = 1000", "check_interval_ms = 300")
+        text = text.replace("check_interval_ms = 1000", "check_interval_ms = 300").replace('watch = "5s"',
+                                                                                         'watch = "2s"', 1)
         config.write_text(text)
         fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -240,6 +278,7 @@ class Demo:
         up(dep, self.progress)
         traffic = Traffic(dep.proxy_url)
         watcher = Watcher(dep.proxy_url)
+        jobs = Jobs(dep.proxy_url)
         try:
             self.wait_rows(dep, 50)
             self.log(f"steady traffic through the proxy ({self.rate(traffic):.0f} req/s)")
@@ -283,6 +322,8 @@ class Demo:
         finally:
             traffic.stop()
             watcher.stop()
+            jobs.stop()
+        self.count_jobs(dep, jobs)
         s.requests, s.failed_requests, s.failures = traffic.sent, traffic.failed, traffic.failures
         s.releases, s.rollbacks = self.journal(dep)
         s.seconds = round(time.monotonic() - self.began, 1)
@@ -291,6 +332,23 @@ class Demo:
             self.log(f"kept running: dashboard {s.dashboard} (token in {self.token_file}); stop with: "
                      f"cd {self.root} && bluegreen down; kill {serve.pid}")
         return s
+
+    def count_jobs(self, dep: Any, jobs: Jobs) -> None:
+        """Every job submitted, once the queue is worked through: done once, or lost, or done twice."""
+        s = self.summary
+        s.jobs, s.jobs_failed = len(jobs.ids), jobs.failed
+        wanted = set(jobs.ids)
+        rows: dict[int, tuple[str, int]] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with self.db(dep) as conn:
+                rows = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, status, attempts FROM jobs")}
+            if all(rows.get(i, ("",))[0] == "done" for i in wanted):
+                break
+            time.sleep(0.2)
+        s.jobs_lost = sum(1 for i in wanted if rows.get(i, ("",))[0] != "done")
+        s.jobs_done_twice = sum(1 for i in wanted if rows.get(i, ("", 0))[1] > 1)
+        self.log(f"jobs: {s.jobs:,} queued through the proxy, {s.jobs_lost} lost, {s.jobs_done_twice} taken twice")
 
     def check_images(self, dep: Any) -> None:
         for ref in ("bluegreen-model:v1", "bluegreen-model:v2"):

@@ -21,6 +21,8 @@ def test_the_demo_tells_the_whole_story_with_no_failed_request_and_no_row_lost(
     assert (doc["failed_requests"], doc["rows_lost"]) == (0, 0), doc["failures"]
     assert doc["requests"] > 1000 and doc["rows_before"] > 0 and doc["rows_kept"] == doc["rows_before"]
     assert doc["schema_reverted"] is True
+    # The compose example: a consumer per colour switched with the traffic; every job done exactly once.
+    assert doc["jobs"] > 100 and (doc["jobs_failed"], doc["jobs_lost"], doc["jobs_done_twice"]) == (0, 0, 0), doc
     for key in ("rollback_ms", "failover_ms", "alert_rollback_ms", "drill_rto_ms"):
         assert isinstance(doc[key], float) and doc[key] > 0, key
     assert doc["backups_verified"] == doc["backups_total"] >= 2
