@@ -90,7 +90,13 @@ def _make_official(dep: Deployment, dead: str, standby: str, exit_code: int | No
     previous = ({"color": dead, "image": dead_record.image, "version": dead_record.version, "env": dead_record.env}
                 if dead_record else None)
     dep.state.switch_live(standby, weights, previous=previous, warm=None)
-    journal.step_finished(rid, 0, "done", {"weights": weights, "logs": str(logs) if logs else None})
+    moved = ""
+    if dep.workers:  # the workers follow the traffic to the standby, at its version
+        from bluegreen.orchestrator.workers import follow
+
+        moved = follow(dep, standby, standby_record.image, standby_record.env, progress, prove=False)
+    journal.step_finished(rid, 0, "done", {"weights": weights, "logs": str(logs) if logs else None,
+                                           **({"workers": moved} if moved else {})})
     how = "its container is gone" if exit_code is None else f"its container exited with code {exit_code}"
     text = (f"automatic failover: {dead} ({dead_record.version if dead_record else '?'}) died ({how}); the proxy "
             f"sent its traffic to the standby {standby} ({standby_record.version}), {served} requests so far; "

@@ -188,18 +188,14 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
     if schema:
         notes.append(schema)
     if dep.workers:  # the workers follow the traffic back: the rolled-back colour's drained, the target's started
-        from bluegreen.orchestrator.workers import current_versions, record, recorded, settle_workers, tag_of
+        from bluegreen.orchestrator.workers import current_versions, follow, settle_workers
 
-        doc = recorded(dep)
-        now = current_versions(dep, live_record.image)
-        previous = (doc.get("previous") or {}) if only is None else {}  # --only the API: workers keep theirs
-        versions = previous.get("versions") or (now[0] if only is not None and now else tag_of(target.image))
-        env = previous.get("env") if previous.get("versions") else (now[1] if only is not None and now else target.env)
         try:
-            moved = settle_workers(dep, idle, versions, env, progress)
-            if only is None and previous.get("versions") and now is not None:
-                record(dep, dict(previous["versions"]), dict(env or {}), dict(now[0]) if isinstance(now[0], dict)
-                       else None, now[1])
+            if only is None:  # the whole colour goes back: the workers too, at the target's version
+                moved = follow(dep, idle, target.image, target.env, progress)
+            else:  # --only the API: the workers follow the traffic at their own versions
+                now = current_versions(dep, live_record.image)
+                moved = settle_workers(dep, idle, now[0] if now else None, now[1] if now else None, progress)
         except BluegreenError as exc:
             moved = f"the workers could not follow to {idle}: {exc.message}"
             progress(moved)

@@ -129,10 +129,8 @@ class Workers:
             name = self.name(color, service)
             image = self.image(service, tag)
             dep.engine.require_image(image)
-            with contextlib.suppress(docker.errors.NotFound):
-                old = self._get(name)
-                if old is not None:
-                    old.remove(force=True)
+            if self._get(name) is not None:  # one of ours is there: drained, never killed with jobs in hand
+                self.drain(color, progress, only=service)
             env = {**spec.environment, "HOST": dep.settings.environments.host, "MODEL_IMAGE": image,
                    "DATABASE_URL": dep.container_database_url(), **(extra_env or {})}
             options = container_options(spec)
@@ -344,7 +342,7 @@ def current_versions(dep: Deployment, live_image: str | None) -> tuple[Versions,
 
 
 def settle_workers(dep: Deployment, live: str, versions: Versions | None, env: dict[str, str] | None,
-                   progress: Progress = _quiet) -> str:
+                   progress: Progress = _quiet, prove: bool = True) -> str:
     """Workers only on the live colour, at ``versions``: the other colour's drained, the live
     one's running. What was done, for the journal ("" when nothing was)."""
     workers = dep.workers
@@ -360,7 +358,8 @@ def settle_workers(dep: Deployment, live: str, versions: Versions | None, env: d
     have = {w.service: w.version for w in workers.state(live) if w.state == "running"}
     if have != wanted:
         workers.start(live, wanted, env, progress)
-        workers.wait_healthy(live)
+        if prove:
+            workers.wait_healthy(live)
         done.append(f"started {live}'s workers ({describe(wanted)})")
     return "; ".join(done)
 
@@ -431,3 +430,20 @@ def rollback_worker(dep: Deployment, service: str, progress: Progress = _quiet) 
         audit.notes.append(f"{service} back to {previous[service]} on {live}")
         return {"service": service, "live": live, "version": previous[service], "from": now[service],
                 "seconds": round(time.monotonic() - began, 3), **detail}
+
+
+def follow(dep: Deployment, live: str, image: str, env: dict[str, str] | None, progress: Progress = _quiet,
+           prove: bool = True) -> str:
+    """The whole colour changed (a rollback, a failover): the workers go to ``live`` at its API's
+    tag, and that is recorded as their versions. ``prove=False`` does not wait for their health
+    check (a failover runs under the lock that an urgent rollback may be waiting for; status
+    shows their health)."""
+    workers = dep.workers
+    if not workers:
+        return ""
+    before = current_versions(dep, None)
+    tag = tag_of(image)
+    moved = settle_workers(dep, live, tag, env, progress, prove=prove)
+    record(dep, expand(tag, workers.services), dict(env or {}),
+           expand(before[0], workers.services) if before else None, before[1] if before else {})
+    return moved
