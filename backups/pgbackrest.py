@@ -253,8 +253,8 @@ class PgBackRest:
         """A commit now, the named restore point, the WAL switch: (txid, point's LSN, segment).
 
         On the application's own connection when its role may (GRANT EXECUTE ON FUNCTION
-        pg_create_restore_point(text), pg_switch_wal() TO it: no process started), else through
-        psql as the cluster's owner.
+        pg_create_restore_point(text), pg_switch_wal() TO it, in the application's database: no
+        process started, about 70 ms instead of 130), else through psql as the cluster's owner.
         """
         import psycopg
 

@@ -93,7 +93,7 @@ def _fill(cluster: Cluster, megabytes: int, archive_timeout: float) -> tuple[Clu
     cluster.sql("CREATE TABLE markers (id bigserial PRIMARY KEY, at double precision NOT NULL); "
                 "ALTER TABLE markers OWNER TO app; GRANT ALL ON ALL TABLES IN SCHEMA public TO app", "app")
     # The fast path: bluegreen's own connection may make restore points (runbooks/pitr.md).
-    cluster.sql("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO app")
+    cluster.sql("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO app", "app")
     size = int(cluster.sql("SELECT pg_database_size('app')")[0]) / (1 << 20)
     t0 = time.monotonic()
     archive.start()  # stanza-create, check, the first full backup

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bluegreen.orchestrator.demo import Jobs
 from tests.conftest import Project, wait_for
 
 COMPOSE = """\
@@ -40,34 +40,6 @@ services:
       start_period: 1s
     stop_grace_period: 15s
 """
-
-
-class Jobs:
-    """Submits a job every ``pause`` seconds through the proxy until stopped; counts failures."""
-
-    def __init__(self, url: str, pause: float = 0.01) -> None:
-        self.url, self.pause = url, pause
-        self.ids: list[int] = []
-        self.failed: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.wait(self.pause):
-                try:
-                    r = client.post(f"{self.url}/jobs", json={"features": [5.1, 3.5, 1.4, 0.2]})
-                    if r.status_code == 202:
-                        self.ids.append(r.json()["id"])
-                    else:
-                        self.failed.append(f"{r.status_code} {r.text[:100]}")
-                except httpx.HTTPError as exc:
-                    self.failed.append(type(exc).__name__)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
 
 def jobs_table(project: Project) -> list[tuple[int, str, str | None, int, float | None]]:
@@ -111,7 +83,7 @@ def test_a_release_and_a_rollback_do_every_job_exactly_once_with_the_live_versio
     assert (blue_worker["state"], blue_worker["health"], blue_worker["version"]) == ("running", "healthy", "v1")
     assert status["workers"]["green"][0]["state"] == "absent"
 
-    jobs = Jobs(project.proxy_url)
+    jobs = Jobs(project.proxy_url, pause=0.01)
     try:
         release = project.run("release", "bluegreen-model:v2", "--steps", "50,100", timeout=300)
         assert release.code == 0, release.err
@@ -123,7 +95,7 @@ def test_a_release_and_a_rollback_do_every_job_exactly_once_with_the_live_versio
         assert wait_for(lambda: worker(docker_client, project, "blue").status == "running", timeout=30)
     finally:
         jobs.stop()
-    assert jobs.failed == [] and len(jobs.ids) > 100, (len(jobs.ids), jobs.failed[:5])
+    assert jobs.failed == 0 and len(jobs.ids) > 100, (len(jobs.ids), jobs.failed)
     assert wait_for(lambda: all_done(project, jobs.ids), timeout=60)
     rows = [r for r in jobs_table(project) if r[0] in set(jobs.ids)]
     assert {r[3] for r in rows} == {1}, [r for r in rows if r[3] != 1][:5]  # none done twice, none retried
@@ -152,7 +124,7 @@ def test_a_consumer_that_crashes_on_start_fails_the_release_and_the_old_ones_com
     assert "starting blue's workers again" in release.err or "starting blue's prediction-consumer" in release.err
     assert wait_for(lambda: worker(docker_client, project, "blue").status == "running", timeout=30)
     assert httpx.get(f"{project.proxy_url}/version").json()["version"] == "v1"
-    assert jobs.failed == []
+    assert jobs.failed == 0
     assert wait_for(lambda: all_done(project, jobs.ids), timeout=60)  # nothing lost while they were away
 
 
@@ -216,3 +188,61 @@ def test_only_one_service_is_released_and_rolled_back(composed: Project, docker_
     assert any(r.get("plan", {}).get("only") == "prediction-consumer" for r in history), history[:3]
     unknown = project.run("release", "bluegreen-model:v2", "--only", "scorer")
     assert unknown.code == 2 and "not a service of the colour (it has api, prediction-consumer)" in unknown.err
+
+
+def test_a_postgresql_queue_is_switched_with_every_job_done_once(project: Project, docker_client: Any) -> None:
+    import uuid
+
+    import psycopg
+
+    from tests.test_backups import PG_ADMIN
+
+    name = f"bg_jobs_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    (project.root / "compose.yaml").write_text(COMPOSE)
+    project.env.update({"BLUEGREEN_ENVIRONMENTS__COMPOSE": "compose.yaml", "BLUEGREEN_DATABASE__URL": url,
+                        "BLUEGREEN_ENVIRONMENTS__WITH": '["prediction-consumer"]', "BLUEGREEN_RELEASE__BAKE": "1s",
+                        "BLUEGREEN_WORKERS__WATCH": "2s",
+                        "BLUEGREEN_WORKERS__LAG_QUERY": "SELECT count(*) FROM jobs WHERE status = 'queued'"})
+    try:
+        assert project.run("up", timeout=300).code == 0
+        jobs = Jobs(project.proxy_url, pause=0.01)
+        try:
+            release = project.run("release", "bluegreen-model:v2", "--steps", "100", timeout=300)
+            assert release.code == 0, release.err
+        finally:
+            jobs.stop()
+        assert jobs.failed == 0 and len(jobs.ids) > 50
+
+        def rows() -> dict[int, tuple[str, int, str]]:
+            with psycopg.connect(url) as conn:
+                return {r[0]: (r[1], r[2], r[3]) for r in conn.execute("SELECT id, status, attempts, version "
+                                                                        "FROM jobs")}
+        assert wait_for(lambda: all(rows().get(i, ("",))[0] == "done" for i in jobs.ids), timeout=60)
+        done = rows()
+        assert {done[i][1] for i in jobs.ids} == {1} and {done[i][2] for i in jobs.ids} == {"v1", "v2"}
+    finally:
+        project.run("down", timeout=120)
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_with_overlap_both_colours_consume_during_the_steps_and_no_job_is_done_twice(
+        composed: Project, docker_client: Any) -> None:
+    project = composed
+    jobs = Jobs(project.proxy_url, pause=0.01)
+    try:
+        release = project.run("release", "bluegreen-model:v2", "--steps", "50,100", timeout=300,
+                              env={"BLUEGREEN_WORKERS__OVERLAP": "true"})
+        assert release.code == 0, release.err
+    finally:
+        jobs.stop()
+    # The candidate's consumer started with its API, before any traffic moved; the old one left at promotion.
+    assert release.err.index("starting green's prediction-consumer") < release.err.index("shift-50")
+    assert release.err.index("shift-100") < release.err.index("draining blue's prediction-consumer")
+    assert wait_for(lambda: all_done(project, jobs.ids), timeout=60)
+    rows = [r for r in jobs_table(project) if r[0] in set(jobs.ids)]
+    assert {r[3] for r in rows} == {1} and {r[2] for r in rows} == {"v1", "v2"}
+    assert worker(docker_client, project, "green").status == "running"

@@ -119,7 +119,7 @@ def test_a_release_and_a_time_are_restored_exactly_beside_live_and_in_place(
     assert "in place" in history
 
     # With the two functions granted, the restore point goes through bluegreen's own connection.
-    cluster.sql("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO app")
+    cluster.sql("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO app", "app")
     drill = project.run("drill", "--json", timeout=300)
     assert drill.code == 0, drill.err
     doc = json.loads(drill.out)
