@@ -31,6 +31,7 @@ services:
       JOB_LEASE_SECONDS: "3"
       JOB_BATCH: "10"
       FAULT_CRASH_ON_START: ${CONSUMER_CRASH:-}
+      FAULT_UNHEALTHY: ${CONSUMER_UNHEALTHY:-}
       FAULT_JOB_WORK_MS: ${CONSUMER_WORK_MS:-0}
     healthcheck:
       test: ["CMD", "/opt/model/bin/python", "/app/app.py", "--consumer-health"]
@@ -104,23 +105,32 @@ def test_a_release_and_a_rollback_do_every_job_exactly_once_with_the_live_versio
     runs = [v for i, v in enumerate(by_take) if i == 0 or by_take[i - 1] != v]
     assert runs in (["v1", "v2", "v1"], ["v1", "v2"], ["v2", "v1"]), runs[:10]
     assert "v2" in runs
+    job = httpx.get(f"{project.proxy_url}/jobs/{jobs.ids[0]}").json()
+    assert (job["status"], job["version"], job["attempts"]) == ("done", "v1", 1)
+    assert job["prediction"] in ("setosa", "versicolor", "virginica")
+    assert httpx.get(f"{project.proxy_url}/jobs/999999999").status_code == 404
+    bad = httpx.post(f"{project.proxy_url}/jobs", json={"features": [1, 2]})
+    assert bad.status_code == 400 and "4 numbers" in bad.json()["error"]
     import docker
 
     with pytest.raises(docker.errors.NotFound):
         worker(docker_client, project, "green")  # the rolled-back colour's worker was drained
 
 
-def test_a_consumer_that_crashes_on_start_fails_the_release_and_the_old_ones_come_back(
-        composed: Project, docker_client: Any) -> None:
+@pytest.mark.parametrize(("fault", "said"), [
+    ({"CONSUMER_CRASH": "v2"}, "FAULT_CRASH_ON_START is set"),  # only the new version's consumer crashes
+    ({"CONSUMER_UNHEALTHY": "v2", "BLUEGREEN_WORKERS__HEALTH_TIMEOUT": "5s"}, "was not healthy within 5s"),
+])
+def test_a_consumer_that_crashes_or_never_gets_healthy_fails_the_release_and_the_old_ones_come_back(
+        composed: Project, docker_client: Any, fault: dict[str, str], said: str) -> None:
     project = composed
     jobs = Jobs(project.proxy_url, pause=0.02)
     try:
-        release = project.run("release", "bluegreen-model:v2", "--steps", "100", timeout=300,
-                              env={"CONSUMER_CRASH": "v2"})  # only the new version's consumer crashes
+        release = project.run("release", "bluegreen-model:v2", "--steps", "100", timeout=300, env=fault)
     finally:
         jobs.stop()
     assert release.code == 11, release.err
-    assert "green's prediction-consumer" in release.err and "FAULT_CRASH_ON_START is set" in release.err
+    assert "green's prediction-consumer" in release.err and said in release.err
     assert "starting blue's workers again" in release.err or "starting blue's prediction-consumer" in release.err
     assert wait_for(lambda: worker(docker_client, project, "blue").status == "running", timeout=30)
     assert httpx.get(f"{project.proxy_url}/version").json()["version"] == "v1"

@@ -128,6 +128,8 @@ def consume(cfg: dict[str, Any], model: Any) -> int:
     lease = float(os.environ.get("JOB_LEASE_SECONDS", "30"))
     batch = int(os.environ.get("JOB_BATCH", "20"))
     work = float(os.environ.get("FAULT_JOB_WORK_MS", "0")) / 1000  # slow scoring, to hold jobs a while (tests)
+    # Never healthy (its heartbeat is not written): "1"/"true", or this consumer's version.
+    unhealthy = os.environ.get("FAULT_UNHEALTHY", "").lower() in ("1", "true", "yes", str(cfg["version"]).lower())
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -141,7 +143,8 @@ def consume(cfg: dict[str, Any], model: Any) -> int:
     print(f"consumer {me} of model {cfg['version']} taking jobs (batch {batch}, lease {lease:g}s)", file=sys.stderr)
     done_total = 0
     while not stopping.is_set():
-        HEARTBEAT.write_text(str(time.time()))
+        if not unhealthy:
+            HEARTBEAT.write_text(str(time.time()))
         held = queue.claim(me, batch, lease)
         if not held:
             stopping.wait(0.02)
