@@ -119,7 +119,7 @@ def test_a_release_and_a_rollback_do_every_job_exactly_once_with_the_live_versio
 
 @pytest.mark.parametrize(("fault", "said"), [
     ({"CONSUMER_CRASH": "v2"}, "FAULT_CRASH_ON_START is set"),  # only the new version's consumer crashes
-    ({"CONSUMER_UNHEALTHY": "v2", "BLUEGREEN_WORKERS__HEALTH_TIMEOUT": "5s"}, "was not healthy within 5s"),
+    ({"CONSUMER_UNHEALTHY": "v2"}, "prediction-consumer unhealthy"),  # its healthcheck fails; docker says so
 ])
 def test_a_consumer_that_crashes_or_never_gets_healthy_fails_the_release_and_the_old_ones_come_back(
         composed: Project, docker_client: Any, fault: dict[str, str], said: str) -> None:
@@ -130,7 +130,7 @@ def test_a_consumer_that_crashes_or_never_gets_healthy_fails_the_release_and_the
     finally:
         jobs.stop()
     assert release.code == 11, release.err
-    assert "green's prediction-consumer" in release.err and said in release.err
+    assert "green's prediction-consumer" in release.err and said in release.err, release.err
     assert "starting blue's workers again" in release.err or "starting blue's prediction-consumer" in release.err
     assert wait_for(lambda: worker(docker_client, project, "blue").status == "running", timeout=30)
     assert httpx.get(f"{project.proxy_url}/version").json()["version"] == "v1"
