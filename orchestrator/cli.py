@@ -369,9 +369,9 @@ def rollback(
     OPTIONS.json = as_json
     dep = _deployment()
     if only is not None:
-        from bluegreen.orchestrator.release import _check_only
+        from bluegreen.orchestrator.release import check_only
 
-        _check_only(dep, only)
+        check_only(dep, only)
         if only != dep.settings.environments.service:
             from bluegreen.orchestrator.workers import rollback_worker
 

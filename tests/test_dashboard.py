@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import BLUEGREEN, REPO, Project, Traffic, wait_for
+from tests.conftest import BLUEGREEN, REPO, Project, Traffic, component_missing, wait_for
 from tests.serving import TOKEN, Served
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -23,10 +23,7 @@ OUTPUT = Path(os.environ.get("BLUEGREEN_TEST_OUTPUT", REPO / "tests" / "output")
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        message = "chromium and chromium-driver are needed (scripts/provision.sh installs them)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        component_missing("chromium and chromium-driver are needed (scripts/provision.sh installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service

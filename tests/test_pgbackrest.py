@@ -6,7 +6,6 @@ restores to a release or a time into a new database and in place, faults of the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from bluegreen.orchestrator.ports import free_ports
-from tests.conftest import Project, wait_for
+from tests.conftest import Project, component_missing, wait_for
 from tests.pgcluster import Cluster
 
 
@@ -24,10 +23,8 @@ from tests.pgcluster import Cluster
 def cluster() -> Iterator[Cluster]:
     missing = [tool for tool in ("pgbackrest", "pg_dump", "runuser") if shutil.which(tool) is None]
     if missing or not Path("/usr/lib/postgresql").is_dir():
-        message = f"pgBackRest and PostgreSQL are needed ({missing or 'postgresql'}; scripts/provision.sh has them)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        component_missing(f"pgBackRest and PostgreSQL are needed "
+                          f"({missing or 'postgresql'}; scripts/provision.sh has them)")
     made = Cluster(free_ports(1)[0]).create()
     yield made
     made.remove()

