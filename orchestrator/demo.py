@@ -224,13 +224,13 @@ class Demo:
         self.say(f"[demo {time.monotonic() - self.began:5.1f}s] {text}")
 
     def write_settings(self) -> None:
-        from bluegreen.orchestrator.project import init_project
+        from bluegreen.orchestrator.project import init_project, project_name
         from bluegreen.orchestrator.settings_core import CONFIG_FILENAME
 
         init_project(self.root, example="compose")  # an api and a prediction-consumer per colour
         config = self.root / CONFIG_FILENAME
         text = config.read_text()
-        for old, new in ((f'project = "{self.root.name.lower()}"', f'project = "{self.name}"'),
+        for old, new in ((f'project = "{project_name(self.root)}"', f'project = "{self.name}"'),
                          ("port = 8080", f"port = {self.proxy_port}"), ("port = 8101", f"port = {self.blue_port}"),
                          ("port = 8102", f"port = {self.green_port}"), ("port = 9900", f"port = {self.serve_port}"),
                          ('bake = "30s"', 'bake = "3s"'), ("retry_candidate_failures = false",

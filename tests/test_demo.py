@@ -15,7 +15,7 @@ def test_the_demo_tells_the_whole_story_with_no_failed_request_and_no_row_lost(
         tmp_path: Path, docker_client: Any) -> None:
     proc = subprocess.run([*BLUEGREEN, "demo", "--json"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
     doc = json.loads(proc.stdout)
     assert doc["ok"] and doc["problems"] == [], doc
     assert (doc["failed_requests"], doc["rows_lost"]) == (0, 0), doc["failures"]
