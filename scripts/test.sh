@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/provision.sh
 python3 -m ruff check bluegreen orchestrator environments backups tests bench
 python3 -m mypy
+python3 -m deptry .   # every third-party import declared (in its extra), none unused
 python3 -m pytest "$@"

