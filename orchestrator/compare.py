@@ -49,7 +49,7 @@ def compare(dep: Deployment, image_a: str, image_b: str, progress: Progress = _q
     s = dep.settings
     if image_a == image_b:
         raise InvalidRequest(f"compare needs two different images, got {image_a} twice", "bluegreen compare A B")
-    holdout = gate.holdout_for(s, dep.contract.profile)
+    holdout = dep.holdout
     if holdout is None:
         raise InvalidRequest(f"the {dep.contract.profile} profile has no bundled holdout to compare on",
                              "set analysis.holdout   (runbooks/model-contract.md)")
@@ -72,9 +72,9 @@ def compare(dep: Deployment, image_a: str, image_b: str, progress: Progress = _q
             _wait(dep, slot.name, url)
             urls.append(url)
         with ModelClient(urls[0], dep.contract) as a, ModelClient(urls[1], dep.contract) as b:
-            result = Comparison(image_a, image_b, s.analysis.task, holdout.source, len(holdout.y))
-            scores = {"a": gate.score(a, holdout, s.analysis.task), "b": gate.score(b, holdout, s.analysis.task)}
-            for name in quality.METRICS[s.analysis.task]:
+            result = Comparison(image_a, image_b, dep.task.task, holdout.source, len(holdout.y))
+            scores = {"a": gate.score(a, holdout, dep.task.task), "b": gate.score(b, holdout, dep.task.task)}
+            for name in quality.METRICS[dep.task.task]:
                 if name in scores["a"] and name in scores["b"]:
                     va, vb = scores["a"][name], scores["b"][name]
                     result.metrics[name] = {"a": va, "b": vb}
@@ -82,7 +82,7 @@ def compare(dep: Deployment, image_a: str, image_b: str, progress: Progress = _q
                     result.better[name] = "same" if abs(worse_b) < 1e-9 else ("a" if worse_b > 0 else "b")
             r = s.analysis.replay
             rows = replay.recorded_rows(s.database.url, s.sqlite_path, r.requests, len(holdout.columns))
-            report = replay.replay(a, b, rows, holdout.columns, s.analysis.task, r.max_difference,
+            report = replay.replay(a, b, rows, holdout.columns, dep.task.task, r.max_difference,
                                    "application database", r.budget)
             result.replay = report.to_dict()
     finally:

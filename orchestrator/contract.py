@@ -47,6 +47,8 @@ class Contract:
     metrics_path: str  # "" = the server has no Prometheus metrics bluegreen can read
     metrics_port: str  # "" = the colour's port, else the name of one of its extra ports
     latency_histogram: str  # a histogram family in the metrics ("" = none)
+    probabilities_required: bool = True  # False: answers without the probabilities pointer give none
+
 
     def path(self, template: str) -> str:
         return template.replace("{model}", self.name)
@@ -72,12 +74,23 @@ class Contract:
             raise ContractMismatch(f"model.prediction = {self.prediction!r} points at {_kind(bad)}, not a number "
                                    "or a label")
         probabilities = None
+        if self.probabilities and not self.probabilities_required and not all(
+                _has(item, self.probabilities) for item in items):
+            return values, None
         if self.probabilities:
             probabilities = [pointer(item, self.probabilities, "probabilities") for item in items]
             if not all(isinstance(p, list) and all(isinstance(v, int | float) for v in p) for p in probabilities):
                 raise ContractMismatch(f"model.probabilities = {self.probabilities!r} does not point at lists of "
                                        "numbers")
         return values, probabilities
+
+
+def _has(item: Any, path: str) -> bool:
+    try:
+        pointer(item, path)
+    except ContractMismatch:
+        return False
+    return True
 
 
 class ContractMismatch(Exception):
@@ -155,7 +168,7 @@ DEFAULTS: dict[str, Contract] = {
 REQUIRED_FOR_CUSTOM = ("ready_path", "predict_path", "request", "predictions")
 
 
-def resolve(model: Any, task: str = "classification") -> Contract:
+def resolve(model: Any, task: str = "auto") -> Contract:
     """The contract from a ``[model]`` section (validated model or cached view): profile + overrides."""
     base = DEFAULTS.get(model.profile, _REFERENCE)
     if model.profile == "custom":
@@ -166,6 +179,10 @@ def resolve(model: Any, task: str = "classification") -> Contract:
     contract = replace(base, **overrides)
     if task == "regression" and model.probabilities is None:
         contract = replace(contract, probabilities="")
+    elif task == "auto" and model.probabilities is None:
+        # The profile's pointer is a guess that fits classifiers: a regressor's answers lack it, and that is no
+        # mismatch. A pointer the team set is required.
+        contract = replace(contract, probabilities_required=False)
     return contract
 
 

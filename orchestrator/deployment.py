@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bluegreen.environments.runtime import DockerRuntime, Mount, Runtime, TLSFiles
+from bluegreen.orchestrator import quality
 from bluegreen.orchestrator.contract import Contract, resolve
+from bluegreen.orchestrator.errors import BluegreenError, ConfigError, ReleaseFailed
 from bluegreen.orchestrator.health import Probe, probe
 from bluegreen.orchestrator.lock import DeploymentLock
 from bluegreen.orchestrator.proxy import Backend, Proxy
@@ -112,6 +114,47 @@ class Deployment:
     def contract(self) -> Contract:
         """How to talk to the model server: the [model] profile with its overrides."""
         return resolve(self.settings.model, self.settings.analysis.task)
+
+    @cached_property
+    def task(self) -> quality.TaskChoice:
+        """What the quality checks judge, and why: analysis.task, else the holdout's labels, else the
+        reference image's task label. A setting that contradicts the labels is refused."""
+        a = self.settings.analysis
+        labels = None
+        if a.holdout:
+            try:
+                labels = quality.load_holdout(a.holdout, "classification", a.label_column, Path(self.settings.root)).y
+            except quality.HoldoutError:
+                labels = None  # loading the holdout names the problem where it is used
+        image_task = self._image_task() if a.task == "auto" and labels is None else None
+        try:
+            return quality.choose_task(a.task, labels, image_task)
+        except quality.HoldoutError as exc:
+            raise ConfigError(str(exc), "set analysis.task to match the labels, or remove it to infer the task   "
+                                        "(runbooks/model-contract.md)") from None
+
+    def _image_task(self) -> str | None:
+        """The reference images' ``bluegreen.model-task`` label, of what serves (no holdout to read)."""
+        for color in [c for c in [self.state.live_color()] if c] + list(COLORS):
+            record = self.state.environment(color)
+            if record is not None:
+                try:
+                    return self.runtime.image_label(record.image, "bluegreen.model-task")
+                except BluegreenError:
+                    return None
+        return None
+
+    @cached_property
+    def holdout(self) -> quality.Holdout | None:
+        """The labelled holdout the quality checks use; None when there is none for this contract."""
+        a = self.settings.analysis
+        if not a.holdout and self.contract.profile != "reference":
+            return None
+        try:
+            return quality.load_holdout(a.holdout, self.task.task, a.label_column, Path(self.settings.root))
+        except quality.HoldoutError as exc:
+            raise ReleaseFailed(str(exc), "set analysis.holdout to a JSON or CSV file with labels   "
+                                          "(runbooks/model-contract.md)") from None
 
     @cached_property
     def proxy(self) -> Proxy:

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bluegreen.orchestrator import gate, quality, replay
+from bluegreen.orchestrator import quality, replay
 from bluegreen.orchestrator.deployment import Deployment
 from bluegreen.orchestrator.errors import BluegreenError, InvalidRequest
 from bluegreen.orchestrator.modelclient import ModelClient
@@ -58,7 +58,7 @@ def diagnose(dep: Deployment, color: str | None = None) -> Diagnosis:
         _version(d, client, dep, info.image)
         holdout = _holdout(d, dep)
         if holdout is not None:
-            _predict(d, client, holdout, dep.settings.analysis.task)
+            _predict(d, client, holdout, dep.task.task)
         _metrics(d, dep, target)
         _replay_source(d, dep, holdout)
     return d
@@ -85,7 +85,7 @@ def _version(d: Diagnosis, client: ModelClient, dep: Deployment, image: str) -> 
 
 def _holdout(d: Diagnosis, dep: Deployment) -> quality.Holdout | None:
     try:
-        holdout = gate.holdout_for(dep.settings, d.profile)
+        holdout = dep.holdout
     except BluegreenError as exc:
         d.checks.append(Check("holdout", "FAIL", exc.message, "analysis.holdout"))
         return None

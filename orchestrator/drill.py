@@ -183,7 +183,7 @@ def _warm(dep: Deployment, live: str, warm: str, progress: Progress) -> float:
     r = dep.settings.release
     with ModelClient(dep.url(live), dep.contract) as client:  # the roll-forward passes the gate again
         gate.health(client, image_version(record.version), r.predict_checks, r.predict_body,
-                    gate.holdout_for(dep.settings, dep.contract.profile),
+                    dep.holdout,
                     lambda label: dep.runtime.image_label(record.image, label))
     _switch(dep, live, warm)
     dep.proxy.set_standby(warm)
@@ -205,7 +205,7 @@ def _canary(dep: Deployment, live: str, record: Any, progress: Progress) -> floa
     try:
         with ModelClient(dep.url(idle), dep.contract) as client:
             gate.health(client, image_version(record.version), r.predict_checks, r.predict_body,
-                        gate.holdout_for(dep.settings, dep.contract.profile),
+                        dep.holdout,
                         lambda label: dep.runtime.image_label(record.image, label))
         dep.proxy.set_weights({idle: d.weight, live: 100 - d.weight})
         time.sleep(d.hold)

@@ -11,25 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from bluegreen.orchestrator import quality
 from bluegreen.orchestrator.errors import ContractError, ReleaseFailed
 from bluegreen.orchestrator.modelclient import ModelClient, clip
-from bluegreen.orchestrator.quality import Holdout, HoldoutError, QualityReport
-
-
-def holdout_for(settings: Any, profile: str) -> Holdout | None:
-    """The labelled holdout the quality checks use; None when there is none for this contract."""
-    a = settings.analysis
-    if not a.holdout and profile != "reference":
-        return None
-    try:
-        return quality.load_holdout(a.holdout, a.task, a.label_column, Path(settings.root))
-    except HoldoutError as exc:
-        raise ReleaseFailed(str(exc), "set analysis.holdout to a JSON or CSV file with labels   "
-                                      "(runbooks/model-contract.md)") from None
+from bluegreen.orchestrator.quality import Holdout, QualityReport, TaskChoice
 
 
 def health(client: ModelClient, version: str, checks: int, raw_body: str, sample: Holdout | None,
@@ -56,17 +43,27 @@ def health(client: ModelClient, version: str, checks: int, raw_body: str, sample
     return {"version": reported if reported is not None else "not checked", "predict_checks": checks}
 
 
+def answers(client: ModelClient, holdout: Holdout) -> tuple[list[Any], list[list[float]] | None]:
+    """The model's predictions (and class probabilities, when it gives them) for every holdout row."""
+    return client.predict(holdout.x, holdout.columns, probe="quality")
+
+
 def score(client: ModelClient, holdout: Holdout, task: str) -> dict[str, float]:
-    predicted, probabilities = client.predict(holdout.x, holdout.columns, probe="quality")
+    predicted, probabilities = answers(client, holdout)
     return quality.metrics(task, predicted, holdout.y, probabilities)
 
 
-def compare_on_holdout(candidate: ModelClient, live: ModelClient, holdout: Holdout, analysis: Any
-                       ) -> QualityReport:
-    """Both models on the same holdout; the report says which metrics got worse beyond their limits."""
+def compare_on_holdout(candidate: ModelClient, live: ModelClient, holdout: Holdout, analysis: Any,
+                       task: TaskChoice) -> QualityReport:
+    """Both models on the same holdout; the report says which metrics got worse beyond their limits, and
+    why no metric could decide when none can (the report is then inconclusive, which fails)."""
     began = time.monotonic()
-    cand, base = score(candidate, holdout, analysis.task), score(live, holdout, analysis.task)
-    report = quality.compare(analysis.task, cand, base, analysis.max_quality_drop, dict(analysis.thresholds),
+    (cand_pred, cand_prob), (live_pred, live_prob) = answers(candidate, holdout), answers(live, holdout)
+    cand = quality.metrics(task.task, cand_pred, holdout.y, cand_prob)
+    base = quality.metrics(task.task, live_pred, holdout.y, live_prob)
+    report = quality.compare(task.task, cand, base, analysis.max_quality_drop, dict(analysis.thresholds),
                              holdout.source, len(holdout.y), analysis.primary)
+    report.task_reason = task.reason
+    report.inconclusive = quality.inconclusive(report, holdout.y, cand_pred)
     report.seconds = round(time.monotonic() - began, 3)
     return report

@@ -78,21 +78,21 @@ def labelled(dep: Deployment, version: str, since: str | None, limit: int = 100_
                                   params).fetchall()
         except psycopg.Error:
             return [], []
-    task = s.analysis.task
+    task = dep.task.task
     parse = (lambda v: float(v)) if task == "regression" else (lambda v: v)
     return [parse(p) for p, _a in rows], [parse(a) for _p, a in rows]
 
 
 def figures_of(dep: Deployment, version: str, since: str | None) -> VersionFigures:
     predicted, actual = labelled(dep, image_version(version), since)
-    task = dep.settings.analysis.task
+    task = dep.task.task
     metrics = quality.metrics(task, predicted, actual) if actual else {}
     return VersionFigures(version, len(actual), metrics, "window" if since else "all labelled")
 
 
 def check(dep: Deployment, act: bool = True, progress: Progress = _quiet) -> MonitorReport:
     """The figures now, and (with ``act``) a rollback when the live version degraded beyond the limit."""
-    m, task = dep.settings.monitor, dep.settings.analysis.task
+    m, task = dep.settings.monitor, dep.task.task
     live_color = dep.state.live_color()
     record = dep.state.environment(live_color) if live_color else None
     if record is None:

@@ -25,8 +25,83 @@ SHOWN_ONLY = frozenset({"log_loss"})
 BUNDLED = {"classification": "data/iris_holdout.json", "regression": "data/diabetes_holdout.json"}
 
 
+# Integer labels are classes when there are few of them: at most this many distinct values, or at
+# most this share of the rows (a 50-class holdout of 5,000 rows). More, and they are amounts.
+MAX_CLASSES = 20
+MAX_CLASS_SHARE = 0.05
+
+
 class HoldoutError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class TaskChoice:
+    """The task the quality checks judge, and why: the setting, the holdout's labels, or the image's label."""
+
+    task: str
+    reason: str
+
+
+def _numbers(labels: list[Any]) -> list[float] | None:
+    out = []
+    for v in labels:
+        if isinstance(v, bool):
+            return None
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            return None
+    return out
+
+
+def infer_task(labels: list[Any]) -> TaskChoice:
+    """What labels say the model does: classes (strings, or few integers) or amounts."""
+    distinct = {str(v) for v in labels}
+    numbers = _numbers(labels)
+    if numbers is None:
+        shown = ", ".join(sorted(distinct)[:4]) + (", …" if len(distinct) > 4 else "")
+        return TaskChoice("classification", f"inferred: the labels are {len(distinct)} classes ({shown})")
+    fractional = sum(1 for v in numbers if v != int(v))
+    if fractional:
+        return TaskChoice("regression", f"inferred: {fractional} of {len(numbers)} labels are fractional amounts")
+    values = {int(v) for v in numbers}
+    if len(values) <= MAX_CLASSES or len(values) <= MAX_CLASS_SHARE * len(numbers):
+        return TaskChoice("classification", f"inferred: the labels are {len(values)} integer classes")
+    return TaskChoice("regression", f"inferred: {len(values)} distinct integer labels in {len(numbers)} rows are "
+                                    "amounts, not classes (set analysis.task = \"classification\" if they are classes)")
+
+
+def contradiction(task: str, labels: list[Any]) -> str | None:
+    """Why ``task`` cannot be judged on these labels (None: it can)."""
+    numbers = _numbers(labels)
+    if task == "regression" and numbers is None:
+        bad = next(v for v in labels if _numbers([v]) is None)
+        return f"regression needs numeric labels, and {bad!r} is not a number"
+    if task == "classification" and numbers is not None:
+        fractional = [v for v in numbers if v != int(v)]
+        if fractional:
+            return (f"classification needs classes, and {len(fractional)} of {len(numbers)} labels are fractional "
+                    f"amounts (such as {fractional[0]!r}): set analysis.task = \"regression\", or \"auto\" to infer")
+    return None
+
+
+def choose_task(setting: str, labels: list[Any] | None, image_task: str | None = None) -> TaskChoice:
+    """The task to judge: the setting when it names one, else the holdout's labels, else the image's label.
+
+    Raises HoldoutError when the setting contradicts the labels.
+    """
+    if setting != "auto":
+        if labels is not None:
+            why = contradiction(setting, labels)
+            if why is not None:
+                raise HoldoutError(f"analysis.task = {setting!r} contradicts the holdout's labels: {why}")
+        return TaskChoice(setting, "analysis.task")
+    if labels is not None:
+        return infer_task(labels)
+    if image_task in METRICS:
+        return TaskChoice(image_task, "the image's label bluegreen.model-task (no holdout set)")
+    return TaskChoice("classification", "no holdout and no task label: the bundled iris holdout (classes)")
 
 
 @dataclass(frozen=True)
@@ -147,24 +222,33 @@ class QualityReport:
     thresholds: dict[str, float | None]  # None: shown, not gated
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    task_reason: str = ""  # why this task: the setting, the labels, the image's label
+    inconclusive: list[str] = field(default_factory=list)  # why no metric could decide (fails too)
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.inconclusive
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def table(self) -> list[str]:
-        """candidate | live | change, one line per metric (change: + is better)."""
-        lines = [f"{'metric':<10} {'candidate':>10} {'live':>10} {'change':>8}  limit"]
+        """The task judged and why, then candidate | live | change, one line per metric (change: + is better),
+        then why the check is inconclusive, if it is."""
+        lines = [f"task: {self.task}" + (f" ({self.task_reason})" if self.task_reason else ""),
+                 f"{'metric':<10} {'candidate':>10} {'live':>10} {'change':>8}  limit"]
         for name in self.candidate:
             change = -self.degradation[name]
             mark = "  FAIL" if any(f.startswith(f"{name} ") for f in self.failures) else ""
             limit = self.thresholds[name]
             lines.append(f"{name:<10} {self.candidate[name]:>10.4f} {self.live[name]:>10.4f} {change:>+8.1%}  "
                          + (f"-{limit:.0%}" if limit is not None else "(shown only)") + mark)
+        lines += [f"INCONCLUSIVE: {why}" for why in self.inconclusive]
         return lines
+
+    def problems(self) -> list[str]:
+        """What fails the check: metrics worse than their limits, and why no metric could decide."""
+        return self.failures + [f"inconclusive: {why}" for why in self.inconclusive]
 
     def summary(self) -> str:
         p = self.primary
@@ -185,3 +269,26 @@ def compare(task: str, candidate: dict[str, float], live: dict[str, float], defa
                             f"(limit {limit:.0%})")
     return QualityReport(task, source, rows, primary or PRIMARY[task], {m: candidate[m] for m in names},
                          {m: live[m] for m in names}, worse, limits, failures)
+
+
+def inconclusive(report: QualityReport, truth: list[Any], candidate_answers: list[Any]) -> list[str]:
+    """Why the report's metrics cannot tell the models apart; a check that could not decide never passes.
+
+    Labels the task cannot be judged on (amounts under classification), a holdout of one class or
+    value, a candidate that gives one answer for every row, and a gated metric at zero for both.
+    """
+    out = []
+    why = contradiction(report.task, truth)
+    if why is not None:
+        out.append(why)
+    if len({str(v) for v in truth}) == 1:
+        out.append(f"every one of the {len(truth)} holdout labels is {truth[0]!r}: no metric tells models apart "
+                   "on one class or value")
+    if len(candidate_answers) > 1 and len({str(v) for v in candidate_answers}) == 1:
+        out.append(f"the candidate answered {candidate_answers[0]!r} for every one of the {len(candidate_answers)} "
+                   "holdout rows: a constant answer is not a model to judge")
+    zero = [m for m, limit in report.thresholds.items()
+            if limit is not None and report.candidate[m] == 0 and report.live[m] == 0]
+    if zero:
+        out.append(f"{', '.join(zero)} {'is' if len(zero) == 1 else 'are'} 0 for both models: nothing was measured")
+    return out

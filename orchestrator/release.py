@@ -320,7 +320,7 @@ class _Executor:
     def _gate(self) -> dict[str, Any]:
         p, s = self.plan, self.settings
         candidate = self._clients()[0]
-        self.holdout = gate.holdout_for(s, self.dep.contract.profile)
+        self.holdout = self.dep.holdout
         detail = gate.health(candidate, p.reported_version, s.release.predict_checks, s.release.predict_body,
                              self.holdout,
                              lambda label: self.dep.runtime.image_label(p.image, label))
@@ -349,14 +349,14 @@ class _Executor:
                 self.progress(note)
             return {"skipped": note}
         candidate, live = self._clients()
-        report = gate.compare_on_holdout(candidate, live, self.holdout, self.settings.analysis)
+        report = gate.compare_on_holdout(candidate, live, self.holdout, self.settings.analysis, self.dep.task)
         if when == "gate" or not report.ok:
             self.progress(f"quality on {report.source} ({report.rows} rows, {when}):")
             for line in report.table():
                 self.progress(f"  {line}")
         if not report.ok:
             self.failed_detail = {"quality": report.to_dict()}
-            raise ReleaseFailed("model quality: " + "; ".join(report.failures))
+            raise ReleaseFailed("model quality: " + "; ".join(report.problems()))
         return report.to_dict()
 
     def _replay(self) -> dict[str, Any]:
@@ -372,7 +372,7 @@ class _Executor:
         if rows and not columns:
             columns = [f"f{i}" for i in range(len(rows[0]))]
         candidate, live = self._clients()
-        report = replay.replay(candidate, live, rows, columns, s.analysis.task, r.max_difference, source, r.budget)
+        report = replay.replay(candidate, live, rows, columns, self.dep.task.task, r.max_difference, source, r.budget)
         self.progress(report.summary())
         if not report.ok:
             self.failed_detail = {"replay": report.to_dict()}

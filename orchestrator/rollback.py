@@ -160,7 +160,7 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
             r = dep.settings.release
             with ModelClient(dep.url(idle), dep.contract) as client:
                 gate.health(client, image_version(target.version), r.predict_checks, r.predict_body,
-                            gate.holdout_for(dep.settings, dep.contract.profile),
+                            dep.holdout,
                             lambda label: dep.runtime.image_label(target.image, label))
             journal.step_finished(rid, seq, "done")
             seq += 1

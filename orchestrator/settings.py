@@ -29,7 +29,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bluegreen.orchestrator.contract import REQUIRED_FOR_CUSTOM, check_template
 from bluegreen.orchestrator.errors import ConfigError
-from bluegreen.orchestrator.quality import METRICS
+from bluegreen.orchestrator.quality import METRICS, HoldoutError, choose_task, load_holdout
 from bluegreen.orchestrator.redact import redact_url
 from bluegreen.orchestrator.settings_core import (
     DEFAULT_STATE_DIR,
@@ -338,7 +338,8 @@ class PrometheusSettings(_Section):
 
 
 class AnalysisSettings(_Section):
-    task: Literal["classification", "regression"] = "classification"
+    # "auto": inferred from the holdout's labels (or the reference image's label when there is none).
+    task: Literal["auto", "classification", "regression"] = "auto"
     source: Literal["proxy", "prometheus", "both"] = "proxy"
     max_error_rate: float = Field(0.01, ge=0, le=1)
     max_p95_ms: float = Field(500.0, gt=0)
@@ -359,10 +360,11 @@ class AnalysisSettings(_Section):
 
     @model_validator(mode="after")
     def _known_metrics(self) -> AnalysisSettings:
-        known = METRICS[self.task]
+        known = METRICS[self.task] if self.task != "auto" else METRICS["classification"] + METRICS["regression"]
         for name in [*self.thresholds, *([self.primary] if self.primary else [])]:
             if name not in known:
-                raise ValueError(f"analysis.thresholds / analysis.primary: {name!r} is not a {self.task} metric "
+                what = "a" if self.task == "auto" else f"a {self.task}"
+                raise ValueError(f"analysis.thresholds / analysis.primary: {name!r} is not {what} metric "
                                  f"(those are {', '.join(known)})")
         if self.source != "proxy" and (not self.prometheus.url or not self.prometheus.queries):
             raise ValueError(f"analysis.source = {self.source!r} needs analysis.prometheus.url and at least one "
@@ -533,6 +535,26 @@ class Settings(DerivedPaths, BaseSettings):
             raise ValueError(f"model.profile = {self.model.profile!r} has no bundled holdout, so the health gate has "
                              "no request to send: set analysis.holdout (labelled rows, also used for quality) or "
                              "release.predict_body")
+        return self
+
+    @model_validator(mode="after")
+    def _task_fits_the_labels(self) -> Settings:
+        """The task set (or inferred) must fit the holdout's labels, and the metrics named must be the task's."""
+        a = self.analysis
+        if not a.holdout:
+            return self
+        try:
+            labels = load_holdout(a.holdout, "classification", a.label_column, self.root).y
+        except HoldoutError:
+            return self  # the gate names an unreadable holdout when it needs it
+        try:
+            choice = choose_task(a.task, labels)
+        except HoldoutError as exc:
+            raise ValueError(str(exc)) from None
+        for name in [*a.thresholds, *([a.primary] if a.primary else [])]:
+            if name not in METRICS[choice.task]:
+                raise ValueError(f"analysis.thresholds / analysis.primary: {name!r} is not a {choice.task} metric, "
+                                 f"and the holdout {a.holdout} is judged as {choice.task} ({choice.reason})")
         return self
 
     @model_validator(mode="after")

@@ -36,7 +36,7 @@ FORMAT = 1
 # BLUEGREEN_* variables that are not settings: they never change what the settings are.
 NOT_SETTINGS = frozenset({"BLUEGREEN_ACTOR", "BLUEGREEN_CONFIG", "BLUEGREEN_FAULT_CRASH_AT"})
 # The modules whose code decides what valid settings are: a change to them is a change of input.
-VALIDATING_CODE = ("settings.py", "settings_core.py", "settings_cache.py")
+VALIDATING_CODE = ("settings.py", "settings_core.py", "settings_cache.py", "quality.py")
 
 
 def load(explicit: Path | None = None) -> Settings:

@@ -91,7 +91,8 @@ def test_each_metric_is_judged_in_its_own_direction(task: str, candidate: dict[s
                                                       failing: list[str]) -> None:
     report = quality.compare(task, candidate, live, 0.05, {}, "test", 10)
     assert [f.split()[0] for f in report.failures] == failing
-    assert len(report.table()) == len(candidate) + 1
+    table = report.table()
+    assert table[0] == f"task: {task}" and len(table) == len(candidate) + 2  # the task, the header, each metric
 
 
 def test_a_per_metric_threshold_overrides_the_default() -> None:
@@ -149,3 +150,60 @@ def test_a_latency_histogram_can_be_selected_by_labels() -> None:
                                                                                               (math.inf, 5.0))
     assert parse_buckets(text, "rest_server_request_duration_seconds") == ((0.005, 12.0), (math.inf, 14.0))
     assert parse_buckets('predict_latency_seconds_bucket{le="0.1"} 2\n', "predict_latency_seconds") == ((0.1, 2.0),)
+
+
+@pytest.mark.parametrize(("labels", "task", "why"), [
+    (["setosa", "virginica", "setosa"], "classification", "the labels are 2 classes (setosa, virginica)"),
+    ([0, 1, 2, 1, 0, 2], "classification", "3 integer classes"),
+    ([1.0, 0.0, 2.0], "classification", "3 integer classes"),  # JSON's 1.0 is a class id too
+    ([151.5, 75.0, 141.0], "regression", "1 of 3 labels are fractional"),
+    (list(range(100, 400, 3)), "regression", "100 distinct integer labels in 100 rows are amounts"),
+])
+def test_the_task_is_inferred_from_the_labels(labels: list[Any], task: str, why: str) -> None:
+    """Strings and few integers are classes; fractions, or integers nearly all distinct, are amounts."""
+    choice = quality.choose_task("auto", labels)
+    assert choice.task == task and why in choice.reason
+
+
+def test_with_no_holdout_the_task_comes_from_the_image_label_else_classification() -> None:
+    assert quality.choose_task("auto", None, "regression").task == "regression"
+    assert quality.choose_task("auto", None, None) == quality.TaskChoice(
+        "classification", "no holdout and no task label: the bundled iris holdout (classes)")
+    assert quality.choose_task("regression", None, "classification").reason == "analysis.task"
+
+
+@pytest.mark.parametrize(("task", "labels", "message"), [
+    ("classification", [151.5, 75.0, 141.0], "classification needs classes, and 1 of 3 labels are fractional"),
+    ("regression", ["setosa", "virginica"], "regression needs numeric labels, and 'setosa' is not a number"),
+])
+def test_a_task_setting_that_contradicts_the_labels_is_refused(task: str, labels: list[Any], message: str) -> None:
+    with pytest.raises(quality.HoldoutError, match=f"analysis.task = '{task}' contradicts the holdout's labels: "
+                                                   f"{message}"):
+        quality.choose_task(task, labels)
+
+
+def _report(task: str, candidate: dict[str, float], live: dict[str, float]) -> quality.QualityReport:
+    return quality.compare(task, candidate, live, 0.05, {}, "test", 4)
+
+
+def test_metrics_that_cannot_decide_make_the_check_inconclusive_never_a_pass() -> None:
+    """Continuous labels under classification, one class, a constant answer, or 0 for both: the check fails."""
+    zero = _report("classification", {"accuracy": 0.0, "f1_macro": 0.0}, {"accuracy": 0.0, "f1_macro": 0.0})
+    assert zero.failures == []  # no metric got worse ...
+    zero.inconclusive = quality.inconclusive(zero, [151.5, 75.5, 141.0, 80.0], [1, 2, 0, 1])
+    assert not zero.ok  # ... and still it does not pass
+    assert zero.inconclusive == [
+        "classification needs classes, and 2 of 4 labels are fractional amounts (such as 151.5): set analysis.task "
+        "= \"regression\", or \"auto\" to infer",
+        "accuracy, f1_macro are 0 for both models: nothing was measured"]
+    assert zero.problems()[0].startswith("inconclusive: classification needs classes")
+    assert zero.table()[-1].startswith("INCONCLUSIVE: accuracy, f1_macro are 0")
+
+    good = _report("classification", {"accuracy": 1.0, "f1_macro": 1.0}, {"accuracy": 1.0, "f1_macro": 1.0})
+    assert quality.inconclusive(good, [1, 1, 1, 1], [1, 1, 1, 1])[0] == (
+        "every one of the 4 holdout labels is 1: no metric tells models apart on one class or value")
+
+    constant = _report("regression", {"rmse": 60.0, "mae": 50.0, "r2": -0.01}, {"rmse": 58.0, "mae": 47.0, "r2": 0.4})
+    assert quality.inconclusive(constant, [151.0, 75.0, 141.0, 206.0], [152.1, 152.1, 152.1, 152.1]) == [
+        "the candidate answered 152.1 for every one of the 4 holdout rows: a constant answer is not a model to judge"]
+    assert quality.inconclusive(good, [0, 1, 2, 1], [0, 1, 2, 1]) == []  # a real comparison is conclusive

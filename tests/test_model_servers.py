@@ -183,6 +183,38 @@ def test_a_better_regressor_is_promoted_and_a_degraded_one_rejected_by_r2_and_rm
     assert failed["detail"]["quality"]["failures"]  # the figures are kept in the history
 
 
+def diabetes_csv(path: Path) -> Path:
+    """The bundled diabetes holdout as CSV, its amounts written as integers ('151'), as exports often are."""
+    doc = json.loads(resources.files("bluegreen.orchestrator").joinpath("data/diabetes_holdout.json").read_text())
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([*doc["columns"], "target"])
+        for row, label in zip(doc["x"], doc["y"], strict=True):
+            w.writerow([*row, int(label)])
+    return path
+
+
+def test_with_no_task_set_a_regressor_is_judged_as_one_and_a_constant_model_is_refused(
+        project: Project, docker_client: Any) -> None:
+    """A CSV of integer amounts and no analysis.task: the gate infers regression (RMSE, MAE, R²) and says why;
+    the regressor's fallback, which answers the training mean for every row, is refused as inconclusive."""
+    holdout = diabetes_csv(project.root / "holdout.csv")
+    project.env.update({"BLUEGREEN_ENVIRONMENTS__IMAGE": "bluegreen-regressor", "BLUEGREEN_ANALYSIS__HOLDOUT":
+                        str(holdout), "BLUEGREEN_ANALYSIS__LABEL_COLUMN": "target", "BLUEGREEN_RELEASE__BAKE": "0.2s"})
+    assert project.run("up").code == 0
+    released = project.run("release", "bluegreen-regressor:v2", "--steps", "100", "--json")
+    assert released.code == 0, released.err
+    q = next(s for s in json.loads(released.out)["steps"] if s["name"] == "gate")["quality"]
+    assert (q["task"], set(q["candidate"])) == ("regression", {"rmse", "mae", "r2"})
+    assert q["task_reason"].startswith("inferred: ") and "distinct integer labels" in q["task_reason"]
+    assert "task: regression (inferred: " in released.err  # the console table says which task and why
+
+    constant = project.run("release", "bluegreen-regressor:v2", "--env", "MODEL_VARIANT=baseline")
+    assert constant.code == 11, constant.err
+    assert "inconclusive: the candidate answered" in constant.err and "a constant answer" in constant.err
+    assert live_version(project) == ("green", "v2")
+
+
 @pytest.fixture
 def with_recorded_traffic(project: Project, docker_client: Any) -> Project:
     """A reference deployment whose application database holds 150 recorded predictions."""

@@ -110,7 +110,7 @@ def test_two_services_on_one_port_are_refused(tmp_path: Path) -> None:
          'ports = { grpc = 8202 }\n',
          "invalid settings: environments.blue.ports.grpc = 8102 is already used by environments.green.port; "
          "each needs its own port"),
-        ('[analysis]\nthresholds = { rmse = 0.1 }\n',
+        ('[analysis]\ntask = "classification"\nthresholds = { rmse = 0.1 }\n',
          "invalid settings: analysis.thresholds / analysis.primary: 'rmse' is not a classification metric "
          "(those are accuracy, f1_macro, log_loss)"),
         ('[analysis]\nsource = "prometheus"\n',
@@ -145,3 +145,21 @@ def test_a_missing_file_points_at_init(tmp_path: Path) -> None:
     err = error_for(tmp_path / "bluegreen.toml")
     assert err.message == f"no settings file at {tmp_path / 'bluegreen.toml'}"
     assert err.hint == "bluegreen init   (writes a commented bluegreen.toml), or pass --config FILE"
+
+
+def test_a_task_the_holdouts_labels_contradict_is_refused_at_load(tmp_path: Path) -> None:
+    """Classification on amounts, or the other task's metrics, stop every command before it starts."""
+    (tmp_path / "holdout.csv").write_text("age,bmi,target\n0.03,0.06,151.5\n-0.01,-0.05,75.25\n0.08,0.04,141\n")
+    err = error_for(write(tmp_path, '[analysis]\ntask = "classification"\nholdout = "holdout.csv"\n'
+                                    'label_column = "target"\n'))
+    assert err.message == (
+        "invalid settings: analysis.task = 'classification' contradicts the holdout's labels: classification needs "
+        "classes, and 2 of 3 labels are fractional amounts (such as 151.5): set analysis.task = \"regression\", or "
+        "\"auto\" to infer")
+    err = error_for(write(tmp_path, '[analysis]\nholdout = "holdout.csv"\nlabel_column = "target"\n'
+                                    'thresholds = { accuracy = 0.02 }\n'))
+    assert err.message == (
+        "invalid settings: analysis.thresholds / analysis.primary: 'accuracy' is not a regression metric, and the "
+        "holdout holdout.csv is judged as regression (inferred: 2 of 3 labels are fractional amounts)")
+    loaded = load_settings(write(tmp_path, '[analysis]\nholdout = "holdout.csv"\nlabel_column = "target"\n'))
+    assert loaded.analysis.task == "auto"  # inferred where it is used, from the labels as they are then
