@@ -38,12 +38,14 @@ from bluegreen.orchestrator.settings_core import (
     check_steps,
     find_config,
     parse_duration,
+    parse_size,
 )
 
 Port = int
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
 
 
 class _Section(BaseModel):
@@ -385,6 +387,8 @@ class ServeSettings(_Section):
     rollback_dedupe: Duration = 5.0
     # How often the dashboard reads the deployment and each colour's traffic (one reading for every viewer).
     dashboard_interval: Duration = 1.0
+    # The largest request body serve reads (bytes); a bigger one is refused with 413 while it streams.
+    max_body: Size = Field(1024 * 1024, ge=1024)
 
     _host = field_validator("host")(_ip)
 

@@ -22,6 +22,8 @@ DEFAULT_STATE_DIR = ".bluegreen"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 
 
 def parse_duration(value: object) -> float:
@@ -36,6 +38,20 @@ def parse_duration(value: object) -> float:
     if seconds < 0:
         raise ValueError("must not be negative")
     return seconds
+
+
+def parse_size(value: object) -> int:
+    """Bytes from 65536, "64KiB", "1MiB", "1MB" (KB, MB, GB count in thousands; KiB, MiB, GiB in 1024s)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError("must be a size such as 64KiB, 1MiB, 1MB or a number of bytes")
+        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+    if size < 0:
+        raise ValueError("must not be negative")
+    return size
 
 
 def check_steps(steps: list[int]) -> list[int]:

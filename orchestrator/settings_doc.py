@@ -21,7 +21,8 @@ Generated from the settings model (`orchestrator/settings.py`) and the comments 
 file (`orchestrator/default.toml`) by `python3 -m bluegreen.orchestrator.settings_doc`; a test
 fails when it differs from the code. Every setting can be given in `bluegreen.toml` or as an
 environment variable (`BLUEGREEN_<SECTION>__<KEY>`, which wins); durations take `"250ms"`, `"30s"`,
-`"5m"`, `"1h"` or seconds. `bluegreen init` writes the default file with these comments.
+`"5m"`, `"1h"` or seconds; sizes take `"64KiB"`, `"1MiB"`, `"1MB"` or bytes. `bluegreen init` writes
+the default file with these comments.
 """
 
 

@@ -35,6 +35,15 @@ class Served:
         return s["live"], s["environments"][s["live"]]["version"]
 
 
+def alertmanager_payload(n: int = 1, labels: dict[str, str] | None = None, status: str = "firing",
+                         group: str = "g1") -> dict[str, Any]:
+    """Alertmanager's webhook body (version 4) with ``n`` alerts."""
+    return {"version": "4", "groupKey": group, "status": status, "receiver": "bluegreen",
+            "alerts": [{"status": status, "labels": {"alertname": "ModelErrors", "severity": "critical",
+                                                     "instance": f"i{i}", **(labels or {})},
+                        "startsAt": "2026-11-25T10:00:00Z", "fingerprint": f"fp{i:04d}"} for i in range(n)]}
+
+
 def start_serve(project: Project, port: int, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], Path]:
     log = project.root / f"serve-{port}.log"
     full = {**os.environ, **project.env, "BLUEGREEN_SERVE__TOKEN": TOKEN, **(env or {})}

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import BLUEGREEN, Project, free_ports, wait_for
-from tests.serving import TOKEN, Served, start_serve, stop
+from tests.serving import TOKEN, Served, alertmanager_payload, start_serve, stop
 
 
 def test_serve_refuses_to_start_without_a_token(project: Project) -> None:
@@ -96,14 +96,6 @@ def test_concurrent_rollbacks_act_once(served: Served) -> None:
     assert all(d["notes"][0].startswith("already done: a rollback") and "left blue serving v1" in d["notes"][0]
                for d in done)
     assert served.live() == ("blue", "v1")
-
-
-def alertmanager_payload(n: int = 1, labels: dict[str, str] | None = None, status: str = "firing",
-                         group: str = "g1") -> dict[str, Any]:
-    return {"version": "4", "groupKey": group, "status": status, "receiver": "bluegreen",
-            "alerts": [{"status": status, "labels": {"alertname": "ModelErrors", "severity": "critical",
-                                                     "instance": f"i{i}", **(labels or {})},
-                        "startsAt": "2026-11-25T10:00:00Z", "fingerprint": f"fp{i:04d}"} for i in range(n)]}
 
 
 @pytest.fixture

@@ -65,6 +65,21 @@ def test_a_wrong_value_from_the_environment_names_the_variable(tmp_path: Path,
                            "Input should be less than or equal to 65535")
 
 
+@pytest.mark.parametrize(("written", "size"), [("\"1MiB\"", 1048576), ("\"1MB\"", 1000000), ("\"64 KiB\"", 65536),
+                                               ("\"1.5kb\"", 1500), ("4096", 4096), ("\"2048\"", 2048)])
+def test_a_size_is_bytes_or_a_number_with_a_unit(tmp_path: Path, written: str, size: int) -> None:
+    assert load_settings(write(tmp_path, f"[serve]\nmax_body = {written}\n")).serve.max_body == size
+
+
+def test_a_size_without_a_known_unit_or_too_small_is_refused(tmp_path: Path) -> None:
+    err = error_for(write(tmp_path, '[serve]\nmax_body = "1 furlong"\n'))
+    assert err.message == ("invalid settings: serve.max_body = '1 furlong' (in bluegreen.toml): "
+                           "must be a size such as 64KiB, 1MiB, 1MB or a number of bytes")
+    small = error_for(write(tmp_path, '[serve]\nmax_body = "1000B"\n'))
+    assert small.message == ("invalid settings: serve.max_body = 1000 (in bluegreen.toml): "
+                             "Input should be greater than or equal to 1024")
+
+
 def test_an_unknown_key_is_refused(tmp_path: Path) -> None:
     err = error_for(write(tmp_path, "[proxy]\nprot = 8080\n"))
     assert err.message == "invalid settings: unknown key proxy.prot (in bluegreen.toml)"

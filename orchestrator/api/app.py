@@ -2,10 +2,13 @@
 webhook, Prometheus metrics.
 
 Every endpoint but ``/metrics`` and ``/healthz`` needs ``Authorization: Bearer <token>``, compared
-in constant time; a token in the URL is refused (URLs end up in logs). A refusal changes nothing:
-401 without a valid token, 422 naming the field of a malformed body, 409 with the lock's holder
-while another change runs. Each request works on its own ``Deployment`` built from settings loaded
-once, so no start-up cost stands between a rollback request and the switch.
+in constant time; a token in the URL is refused (URLs end up in logs). Both are checked from the
+headers before any of the body is read (guard.py), and no body larger than ``serve.max_body`` is
+read at all. A refusal changes nothing: 401 without a valid token (the same few words whatever was
+sent), 413 for a body over the limit, 422 naming the field of a malformed body once the token is
+good, 409 with the lock's holder while another change runs. Each request works on its own
+``Deployment`` built from settings loaded once, so no start-up cost stands between a rollback
+request and the switch.
 """
 
 from __future__ import annotations
@@ -15,15 +18,38 @@ import threading
 import time
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import HTTPConnection
 
+from bluegreen.orchestrator.api import dashboard
+from bluegreen.orchestrator.api.guard import Gate, Guard, Refusal
 from bluegreen.orchestrator.deployment import Deployment
 from bluegreen.orchestrator.errors import BluegreenError, InvalidRequest, LockHeld
 from bluegreen.orchestrator.events import EventLog
 
 STATUS = {LockHeld: 409, InvalidRequest: 409}
+PUBLIC = frozenset({"/healthz", "/metrics"})
+_BEARER = (("WWW-Authenticate", "Bearer"),)
+TOKEN_IN_URL = Refusal.detail(401, "a token in the URL is refused (URLs are logged): send Authorization: Bearer",
+                              _BEARER)
+NO_TOKEN = Refusal.detail(401, "missing or wrong bearer token", _BEARER)
+
+
+def bearer(token: str) -> Gate:
+    """The API's gate: ``Authorization: Bearer <token>`` compared in constant time, and no token in the URL."""
+    expected = token.encode()
+
+    def gate(conn: HTTPConnection) -> Refusal | None:
+        if any(name in conn.query_params for name in ("token", "access_token", "api_key")):
+            return TOKEN_IN_URL
+        scheme, _, given = conn.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            return NO_TOKEN
+        return None
+
+    return gate
 
 
 class Body(BaseModel):
@@ -109,17 +135,6 @@ def create_app(service: Service, observer: Any = None) -> FastAPI:
     app = FastAPI(title="bluegreen", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
                   description="Blue/green releases of ML model servers: rollback, alerts, drills, status.")
 
-    def authorized(request: Request) -> None:
-        if any(name in request.query_params for name in ("token", "access_token", "api_key")):
-            raise HTTPException(401, "a token in the URL is refused (URLs are logged): send Authorization: Bearer",
-                                headers={"WWW-Authenticate": "Bearer"})
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), service.token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    auth = [Depends(authorized)]
-
     @app.middleware("http")
     async def arrival(request: Request, call_next: Any) -> Any:
         request.state.arrived = time.monotonic()  # in the event loop, when the request came in
@@ -130,7 +145,7 @@ def create_app(service: Service, observer: Any = None) -> FastAPI:
         return JSONResponse(exc.to_dict(), status_code=next((code for cls, code in STATUS.items()
                                                              if isinstance(exc, cls)), 500))
 
-    @app.get("/api/openapi.json", dependencies=auth, include_in_schema=False)
+    @app.get("/api/openapi.json", include_in_schema=False)
     def openapi() -> dict[str, Any]:
         return app.openapi()
 
@@ -148,35 +163,35 @@ def create_app(service: Service, observer: Any = None) -> FastAPI:
         result = service.rollback(request, body.to, body.reason or "requested through the API", body.away_from)
         return dict(result.to_dict())
 
-    @app.post("/api/rollback", dependencies=auth)
+    @app.post("/api/rollback")
     def api_rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
         """All traffic back to the previous version (or ``to``): a weight switch while it is warm."""
         return _rollback(request, body)
 
-    @app.post("/api/models/rollback", dependencies=auth)
+    @app.post("/api/models/rollback")
     def api_models_rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
         """The same as /api/rollback, under the path the service's runbooks name."""
         return _rollback(request, body)
 
-    @app.post("/api/abort", dependencies=auth)
+    @app.post("/api/abort")
     def api_abort(request: Request) -> dict[str, Any]:
         from bluegreen.orchestrator.rollback import request as ask
 
         return ask(service.deployment(request), "abort", progress=service.events).to_dict()
 
-    @app.post("/api/promote", dependencies=auth)
+    @app.post("/api/promote")
     def api_promote(request: Request) -> dict[str, Any]:
         from bluegreen.orchestrator.rollback import request as ask
 
         return ask(service.deployment(request), "promote", progress=service.events).to_dict()
 
-    @app.get("/api/status", dependencies=auth)
+    @app.get("/api/status")
     def api_status(request: Request) -> dict[str, Any]:
         from bluegreen.orchestrator.status import status
 
         return status(service.deployment(request)).to_dict()
 
-    @app.get("/api/history", dependencies=auth)
+    @app.get("/api/history")
     def api_history(request: Request, limit: int = 20) -> dict[str, Any]:
         from bluegreen.orchestrator.journal import Journal
 
@@ -185,32 +200,32 @@ def create_app(service: Service, observer: Any = None) -> FastAPI:
         return {"releases": [r.to_dict() for r in Journal(dep.state).recent(limit)],
                 "audit": [e.to_dict() for e in dep.state.history(limit)]}
 
-    @app.get("/api/backups", dependencies=auth)
+    @app.get("/api/backups")
     def api_backups(request: Request) -> list[dict[str, Any]]:
         return [s.to_dict() for s in service.deployment(request).backups.all_sets()]
 
-    @app.post("/api/drills", dependencies=auth)
+    @app.post("/api/drills")
     def api_drill(request: Request) -> dict[str, Any]:
         """Run a rollback drill now (skipped, and said so, while a release holds the lock)."""
         from bluegreen.orchestrator.drill import drill
 
         return drill(service.deployment(request), progress=service.events).to_dict()
 
-    @app.get("/api/drills", dependencies=auth)
+    @app.get("/api/drills")
     def api_drills(request: Request, limit: int = 20) -> list[dict[str, Any]]:
         from bluegreen.orchestrator.journal import Journal
 
         journal = Journal(service.deployment(request).state)
         return [r.to_dict() for r in journal.recent(500) if r.kind == "drill"][: max(1, min(limit, 500))]
 
-    @app.get("/api/events", dependencies=auth)
+    @app.get("/api/events")
     def api_events(after: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
         """Events after ``after`` (their ids count up); ``wait`` seconds for the first new one."""
         if wait > 0:
             return service.events.wait(after, min(wait, 30.0))
         return service.events.since(after)
 
-    @app.post("/api/alerts", dependencies=auth)
+    @app.post("/api/alerts")
     def api_alerts(request: Request, payload: AlertmanagerPayload) -> dict[str, Any]:
         """Alertmanager's webhook: rules decide; the same alert acts once however often it arrives."""
         from bluegreen.orchestrator.alerts import Alert, handle
@@ -218,8 +233,21 @@ def create_app(service: Service, observer: Any = None) -> FastAPI:
         alerts = [Alert(a.status, a.labels, a.fingerprint, a.startsAt) for a in payload.alerts]
         return handle(service.deployment(request), alerts, service.events).to_dict()
 
+    pages: Gate | None = None
     if observer is not None:
-        from bluegreen.orchestrator.api.dashboard import install
+        dashboard.install(app, service, observer)
+        pages = dashboard.gate(service.token)
+    api = bearer(service.token)
 
-        install(app, service, observer)
+    def gate(conn: HTTPConnection) -> Refusal | None:
+        """Who may ask, by path: anything not public and not a page needs the bearer token (even a 404)."""
+        path = conn.scope["path"]
+        if path in PUBLIC:
+            return None
+        if pages is not None and dashboard.owns(path):
+            return pages(conn)
+        return api(conn)
+
+    # Added last, so it is the outermost of the app's own middleware: nothing reads a body before it.
+    app.add_middleware(Guard, gate=gate, max_body=service.settings.serve.max_body)
     return app

@@ -6,9 +6,11 @@ viewer (observer.py). With JavaScript off the page still reads, and refreshes it
 
 Sign-in takes the API token once, in a form; the browser then keeps a session cookie (HttpOnly,
 SameSite=Strict) holding an HMAC of the token and its issue time, never the token, and never in a
-URL. Every form that changes something carries a CSRF token derived from the session. A rollback
-is confirmed on a page that names the version it goes back to, and the form names the version it
-goes away from, so a stale page or a second click cannot roll back twice.
+URL. Every page but the sign-in form and the script needs the session, checked from the cookie
+before any of a form's body is read (``gate``, used by guard.py). Every form that changes something
+carries a CSRF token derived from the session. A rollback is confirmed on a page that names the
+version it goes back to, and the form names the version it goes away from, so a stale page or a
+second click cannot roll back twice.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.requests import HTTPConnection
 
+from bluegreen.orchestrator.api.guard import Gate, Refusal
 from bluegreen.orchestrator.errors import BluegreenError
 
 SESSION_COOKIE = "bluegreen_session"
@@ -64,6 +68,26 @@ def session_ok(token: str, value: str | None, now: float | None = None) -> bool:
 
 def csrf_for(token: str, session: str) -> str:
     return _mac(token, "csrf:" + session)[:32]
+
+
+# The sign-in page (or the dashboard, with a session), the sign-in form and the page's script.
+OPEN_PATHS = frozenset({"/", "/login", "/ui/dashboard.js"})
+
+
+def owns(path: str) -> bool:
+    """Whether ``path`` is one of the dashboard's (the rest of the app is the API's)."""
+    return path in OPEN_PATHS or path == "/logout" or path.startswith("/ui/")
+
+
+def gate(token: str) -> Gate:
+    """The pages' gate: a valid session cookie, else the sign-in page with 401; the open paths pass."""
+    def check(conn: HTTPConnection) -> Refusal | None:
+        if conn.scope["path"] in OPEN_PATHS or session_ok(token, conn.cookies.get(SESSION_COOKIE)):
+            return None
+        return Refusal(401, login_page("Sign in first.").encode(), "text/html; charset=utf-8",
+                       tuple(HEADERS.items()))
+
+    return check
 
 
 # -- rendering --------------------------------------------------------------------------------------
