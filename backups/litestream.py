@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bluegreen.orchestrator import extras
+from bluegreen.orchestrator.common import extras
+from bluegreen.orchestrator.common.private import private_dir
 from bluegreen.orchestrator.errors import BackupError
-from bluegreen.orchestrator.private import private_dir
 
 MAX_SOCKET_PATH = 100
 

@@ -360,7 +360,7 @@ class PgBackRest:
         8601) or, with neither, the end of the archive, served by a scratch server on a free
         loopback port; stopped and removed on exit. It needs only the repository, not the live
         server (which may be the thing that was lost)."""
-        from bluegreen.orchestrator.ports import free_ports
+        from bluegreen.orchestrator.common.ports import free_ports
 
         epoch = datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp() if at else None
         label = self._backup_for(lsn=lsn, epoch=epoch)

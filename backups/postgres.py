@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from bluegreen.backups.files import fsync_dir, fsync_file
+from bluegreen.orchestrator.common.redact import redact_url
 from bluegreen.orchestrator.errors import BackupError
-from bluegreen.orchestrator.redact import redact_url
 
 
 class Target:

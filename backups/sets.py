@@ -24,8 +24,8 @@ from typing import Any
 
 from bluegreen.backups import postgres, sqlite
 from bluegreen.backups.files import copy_file, fsync_dir, sha256
+from bluegreen.orchestrator.common.private import private_dir
 from bluegreen.orchestrator.errors import BackupError
-from bluegreen.orchestrator.private import private_dir
 
 MANIFEST = "manifest.json"
 PROXY_CONFIG = "proxy.cfg"  # kept for the record; bluegreen rewrites it from the live weights

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.failover import BLUEGREEN  # noqa: E402
-from bluegreen.orchestrator.ports import free_ports  # noqa: E402
+from bluegreen.orchestrator.common.ports import free_ports  # noqa: E402
 
 COMPOSE = (REPO / "orchestrator" / "data" / "compose.example.yaml").read_text()
 
@@ -77,7 +77,7 @@ class Submitter:
 
 def project(root: Path, name: str, compose: bool) -> tuple[dict[str, str], str]:
     proxy, blue, green = free_ports(3)
-    text = (REPO / "orchestrator" / "default.toml").read_text()
+    text = (REPO / "orchestrator" / "settings" / "default.toml").read_text()
     text = text.replace('project = "bluegreen"', f'project = "{name}"')
     for old, new in (("port = 8080", proxy), ("port = 8101", blue), ("port = 8102", green)):
         text = text.replace(old, f"port = {new}")

@@ -22,7 +22,7 @@ def free_ports(n: int) -> list[int]:
 def write_config(root: Path, project: str, driver: str = "haproxy", bake: str | None = None) -> int:
     """bluegreen.toml in ``root`` from the commented default, on free ports; returns the proxy port."""
     proxy_port, blue, green = free_ports(3)
-    text = (REPO / "orchestrator" / "default.toml").read_text()
+    text = (REPO / "orchestrator" / "settings" / "default.toml").read_text()
     text = text.replace('project = "bluegreen"', f'project = "{project}"')
     text = text.replace('driver = "haproxy"', f'driver = "{driver}"')
     for old, new in (("port = 8080", proxy_port), ("port = 8101", blue), ("port = 8102", green)):

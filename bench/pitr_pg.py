@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from bluegreen.backups import postgres  # noqa: E402
 from bluegreen.backups.pgbackrest import PgBackRest  # noqa: E402
 from bluegreen.backups.sets import BackupStore, Sources  # noqa: E402
-from bluegreen.orchestrator.ports import free_ports  # noqa: E402
+from bluegreen.orchestrator.common.ports import free_ports  # noqa: E402
 from tests.pgcluster import Cluster  # noqa: E402
 
 MB_PER_SCALE = 15.0  # pgbench: one scale unit is about 15 MB of tables and indexes

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.failover import BLUEGREEN, Watcher, finish, load  # noqa: E402
 from bench.load import parse_hey  # noqa: E402
-from bluegreen.orchestrator.ports import free_port_run  # noqa: E402
+from bluegreen.orchestrator.common.ports import free_port_run  # noqa: E402
 
 REPLICAS = 3
 
@@ -37,7 +37,7 @@ def run_one(kind: str, rate: float, rollbacks: int, bake: str) -> dict[str, obje
         root = Path(tmp)
         first = free_port_run(2 * REPLICAS + 1)
         proxy, blue, green = first, first + 1, first + 1 + REPLICAS
-        text = (REPO / "orchestrator" / "default.toml").read_text()
+        text = (REPO / "orchestrator" / "settings" / "default.toml").read_text()
         text = text.replace('project = "bluegreen"', f'project = "bench-{kind}-{os.getpid()}"')
         for old, new in (("port = 8080", proxy), ("port = 8101", blue), ("port = 8102", green)):
             text = text.replace(old, f"port = {new}")

@@ -13,7 +13,7 @@ import os
 from typing import Any
 from urllib.parse import quote
 
-from bluegreen.orchestrator import plainhttp
+from bluegreen.orchestrator.common import plainhttp
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bluegreen.orchestrator.common.ports import free_ports
 from bluegreen.orchestrator.errors import BluegreenError
-from bluegreen.orchestrator.ports import free_ports
 
 PREDICT = {"features": [5.9, 3.0, 5.1, 1.8]}
 V3_UP = "ALTER TABLE predictions ADD COLUMN explanation TEXT;\n"
@@ -224,8 +224,8 @@ class Demo:
         self.say(f"[demo {time.monotonic() - self.began:5.1f}s] {text}")
 
     def write_settings(self) -> None:
-        from bluegreen.orchestrator.project import init_project, project_name
-        from bluegreen.orchestrator.settings_core import CONFIG_FILENAME
+        from bluegreen.orchestrator.settings.core import CONFIG_FILENAME
+        from bluegreen.orchestrator.settings.project import init_project, project_name
 
         init_project(self.root, example="compose")  # an api and a prediction-consumer per colour
         config = self.root / CONFIG_FILENAME
@@ -254,7 +254,7 @@ class Demo:
 
     def deployment(self, actor: str = "demo") -> Any:
         from bluegreen.orchestrator.deployment import Deployment
-        from bluegreen.orchestrator.settings import load_settings
+        from bluegreen.orchestrator.settings.model import load_settings
 
         return Deployment(load_settings(self.root / "bluegreen.toml"), actor=actor)
 
@@ -265,9 +265,9 @@ class Demo:
 
     # -- the story --------------------------------------------------------------------------------
     def run(self) -> Summary:
-        from bluegreen.orchestrator.lifecycle import up
-        from bluegreen.orchestrator.plan import ReleaseRequest
-        from bluegreen.orchestrator.release import release
+        from bluegreen.orchestrator.core.lifecycle import up
+        from bluegreen.orchestrator.core.plan import ReleaseRequest
+        from bluegreen.orchestrator.core.release import release
 
         s = self.summary
         self.log(f"scratch deployment {self.name} in {self.root}; proxy on 127.0.0.1:{self.proxy_port}")
@@ -525,7 +525,7 @@ class Demo:
         self.log(f"backup sets restored into scratch and checked: {self.summary.backups_verified} of {len(sets)}")
 
     def journal(self, dep: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        from bluegreen.orchestrator.journal import Journal
+        from bluegreen.orchestrator.state.journal import Journal
 
         recent = list(reversed(Journal(dep.state).recent(50)))
         pick = ("id", "kind", "version", "status", "reason", "actor", "duration_s")
@@ -537,7 +537,7 @@ class Demo:
     def cleanup(self) -> None:
         if self.keep:
             return
-        from bluegreen.orchestrator.lifecycle import down
+        from bluegreen.orchestrator.core.lifecycle import down
 
         for child in self.children:
             if child.poll() is None:
@@ -555,7 +555,7 @@ class Demo:
 
 
 def demo(keep: bool, say: Any) -> Summary:
-    from bluegreen.orchestrator import compose
+    from bluegreen.environments import compose
 
     compose.require()  # the demo's colours are a compose example: say so before anything starts
     d = Demo(keep, say)

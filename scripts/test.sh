@@ -7,4 +7,5 @@ scripts/provision.sh
 python3 -m ruff check bluegreen orchestrator environments backups tests bench
 python3 -m mypy
 python3 -m deptry .   # every third-party import declared (in its extra), none unused
+lint-imports         # the layers of docs/architecture.md, and no import circles
 python3 -m pytest "$@"

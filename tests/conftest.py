@@ -20,7 +20,7 @@ from typing import NoReturn
 
 import pytest
 
-from bluegreen.orchestrator.ports import free_ports
+from bluegreen.orchestrator.common.ports import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.serving", "tests.wheel"]  # `served` (bluegreen serve before a deployment); the wheel
@@ -60,7 +60,7 @@ class Project:
         return self.root / "data" / "app.db"
 
     def write_config(self, **extra: str) -> None:
-        text = (REPO / "orchestrator" / "default.toml").read_text()
+        text = (REPO / "orchestrator" / "settings" / "default.toml").read_text()
         text = text.replace('project = "bluegreen"', f'project = "{self.name}"')
         text = text.replace("port = 8080", f"port = {self.proxy_port}")
         text = text.replace("port = 8101", f"port = {self.blue_port}")

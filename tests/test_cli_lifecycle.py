@@ -217,7 +217,7 @@ def test_a_second_operator_is_refused_while_the_lock_is_held(project: Project) -
     holder = textwrap.dedent("""
         import sys, time
         from pathlib import Path
-        from bluegreen.orchestrator.lock import DeploymentLock
+        from bluegreen.orchestrator.state.lock import DeploymentLock
         lock = DeploymentLock(Path(".bluegreen/lock")).acquire("release", "alice@ops")
         print("held", flush=True)
         time.sleep(60)

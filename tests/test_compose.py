@@ -205,7 +205,7 @@ def test_a_postgresql_queue_is_switched_with_every_job_done_once(project: Projec
 
     import psycopg
 
-    from tests.test_backups import PG_ADMIN
+    from tests.test_backups_postgres import PG_ADMIN
 
     name = f"bg_jobs_{uuid.uuid4().hex[:8]}"
     admin = psycopg.connect(PG_ADMIN, autocommit=True)

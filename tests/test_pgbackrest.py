@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bluegreen.orchestrator.ports import free_ports
+from bluegreen.orchestrator.common.ports import free_ports
 from tests.conftest import Project, component_missing, wait_for
 from tests.pgcluster import Cluster
 
@@ -151,9 +151,9 @@ def test_a_broken_archive_is_said_and_a_release_falls_back_to_a_full_set(
     assert wait_for(lambda: json.loads(project.run("status", "--json").out)["archive"]["running"], timeout=90)
 
     # A scheduled backup is a pgBackRest backup plus its verify, which catches a corrupted repository.
+    from bluegreen.orchestrator.core.snapshots import scheduled
     from bluegreen.orchestrator.deployment import Deployment
-    from bluegreen.orchestrator.settings import load_settings
-    from bluegreen.orchestrator.snapshots import scheduled
+    from bluegreen.orchestrator.settings.model import load_settings
 
     for key, value in project.env.items():
         monkeypatch.setenv(key, value)

@@ -139,9 +139,9 @@ def test_a_scheduled_backup_is_verified_recorded_and_pruned_and_a_failure_is_lou
         project: Project, docker_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from bluegreen.backups.sets import BackupStore, VerifyReport
     from bluegreen.orchestrator.api.metrics import render
+    from bluegreen.orchestrator.core.snapshots import scheduled
     from bluegreen.orchestrator.deployment import Deployment
-    from bluegreen.orchestrator.settings import load_settings
-    from bluegreen.orchestrator.snapshots import scheduled
+    from bluegreen.orchestrator.settings.model import load_settings
 
     assert project.run("up", timeout=300).code == 0
     dep = Deployment(load_settings(project.root / "bluegreen.toml"), actor="scheduler")

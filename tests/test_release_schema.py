@@ -178,7 +178,7 @@ def pg_live(project: Project, docker_client: Any) -> Any:
 
     import psycopg
 
-    from tests.test_backups import PG_ADMIN
+    from tests.test_backups_postgres import PG_ADMIN
 
     name = f"bg_app_{uuid.uuid4().hex[:8]}"
     admin = psycopg.connect(PG_ADMIN, autocommit=True)

@@ -358,9 +358,9 @@ def test_the_monitor_rolls_back_a_version_whose_live_quality_dropped(project: Pr
 
 def test_scheduled_jobs_never_overlap_and_coalesce_missed_runs(tmp_path: Path) -> None:
     """After downtime a missed drill runs once, not once per miss; a job never runs twice at once."""
-    from bluegreen.orchestrator.events import EventLog
-    from bluegreen.orchestrator.serve import schedule
-    from bluegreen.orchestrator.settings import Settings
+    from bluegreen.orchestrator.api.server import schedule
+    from bluegreen.orchestrator.core.events import EventLog
+    from bluegreen.orchestrator.settings.model import Settings
 
     settings = Settings(root=tmp_path, drills={"schedule": "0 3 * * *"}, monitor={"interval": "1m"},
                         serve={"watch_interval": "1h"}, backups={"schedule": "30 2 * * *"})

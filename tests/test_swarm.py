@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bluegreen.orchestrator.ports import free_port_run
+from bluegreen.orchestrator.common.ports import free_port_run
 from tests.conftest import BLUEGREEN, Project, Traffic, wait_for
 
 REPLICAS = 3

@@ -25,9 +25,9 @@ from starlette.requests import HTTPConnection
 
 from bluegreen.orchestrator.api import dashboard
 from bluegreen.orchestrator.api.guard import Gate, Guard, Refusal
+from bluegreen.orchestrator.core.events import EventLog
 from bluegreen.orchestrator.deployment import Deployment
 from bluegreen.orchestrator.errors import BluegreenError, InvalidRequest, LockHeld
-from bluegreen.orchestrator.events import EventLog
 
 STATUS = {LockHeld: 409, InvalidRequest: 409}
 PUBLIC = frozenset({"/healthz", "/metrics"})
@@ -111,7 +111,7 @@ class Service:
     def rollback(self, request: Request, to: str | None, reason: str, away_from: str | None,
                  face: str = "api") -> Any:
         """One rollback at a time; a repeat within serve.rollback_dedupe (without "from") is answered, not done."""
-        from bluegreen.orchestrator.rollback import RollbackResult, rollback
+        from bluegreen.orchestrator.core.rollback import RollbackResult, rollback
 
         dep = self.deployment(request, face)
         with self.rollback_mutex:
@@ -175,25 +175,25 @@ def create_app(service: Service, observer: Any = None) -> FastAPI:
 
     @app.post("/api/abort")
     def api_abort(request: Request) -> dict[str, Any]:
-        from bluegreen.orchestrator.rollback import request as ask
+        from bluegreen.orchestrator.core.rollback import request as ask
 
         return ask(service.deployment(request), "abort", progress=service.events).to_dict()
 
     @app.post("/api/promote")
     def api_promote(request: Request) -> dict[str, Any]:
-        from bluegreen.orchestrator.rollback import request as ask
+        from bluegreen.orchestrator.core.rollback import request as ask
 
         return ask(service.deployment(request), "promote", progress=service.events).to_dict()
 
     @app.get("/api/status")
     def api_status(request: Request) -> dict[str, Any]:
-        from bluegreen.orchestrator.status import status
+        from bluegreen.orchestrator.core.status import status
 
         return status(service.deployment(request)).to_dict()
 
     @app.get("/api/history")
     def api_history(request: Request, limit: int = 20) -> dict[str, Any]:
-        from bluegreen.orchestrator.journal import Journal
+        from bluegreen.orchestrator.state.journal import Journal
 
         dep = service.deployment(request)
         limit = max(1, min(limit, 500))
@@ -207,13 +207,13 @@ def create_app(service: Service, observer: Any = None) -> FastAPI:
     @app.post("/api/drills")
     def api_drill(request: Request) -> dict[str, Any]:
         """Run a rollback drill now (skipped, and said so, while a release holds the lock)."""
-        from bluegreen.orchestrator.drill import drill
+        from bluegreen.orchestrator.automation.drill import drill
 
         return drill(service.deployment(request), progress=service.events).to_dict()
 
     @app.get("/api/drills")
     def api_drills(request: Request, limit: int = 20) -> list[dict[str, Any]]:
-        from bluegreen.orchestrator.journal import Journal
+        from bluegreen.orchestrator.state.journal import Journal
 
         journal = Journal(service.deployment(request).state)
         return [r.to_dict() for r in journal.recent(500) if r.kind == "drill"][: max(1, min(limit, 500))]
@@ -228,7 +228,7 @@ def create_app(service: Service, observer: Any = None) -> FastAPI:
     @app.post("/api/alerts")
     def api_alerts(request: Request, payload: AlertmanagerPayload) -> dict[str, Any]:
         """Alertmanager's webhook: rules decide; the same alert acts once however often it arrives."""
-        from bluegreen.orchestrator.alerts import Alert, handle
+        from bluegreen.orchestrator.automation.alerts import Alert, handle
 
         alerts = [Alert(a.status, a.labels, a.fingerprint, a.startsAt) for a in payload.alerts]
         return handle(service.deployment(request), alerts, service.events).to_dict()

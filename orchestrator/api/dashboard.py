@@ -461,7 +461,7 @@ def install(app: FastAPI, service: Any, observer: Any) -> None:
                 return got
 
             def run() -> str:
-                from bluegreen.orchestrator.rollback import request as ask
+                from bluegreen.orchestrator.core.rollback import request as ask
 
                 rec = ask(service.deployment(request, "dashboard"), what, wait=60, progress=service.events)
                 return f"{what.capitalize()}: release {rec.id} of {rec.version} is {rec.status}"
@@ -480,7 +480,7 @@ def install(app: FastAPI, service: Any, observer: Any) -> None:
             return got
 
         def run() -> str:
-            from bluegreen.orchestrator.drill import drill
+            from bluegreen.orchestrator.automation.drill import drill
 
             return "Drill: " + drill(service.deployment(request, "dashboard"), progress=service.events).summary()
 

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from bluegreen.orchestrator import analysis
+from bluegreen.orchestrator.analysis import steps as analysis
 from bluegreen.orchestrator.deployment import Deployment
-from bluegreen.orchestrator.settings_core import COLORS
+from bluegreen.orchestrator.settings.core import COLORS
 
 
 def _epoch(stamp: str | None) -> float | None:
@@ -112,9 +112,9 @@ class Observer:
         return snapshot
 
     def _state(self, now: float) -> dict[str, Any]:
-        from bluegreen.orchestrator.journal import Journal
-        from bluegreen.orchestrator.rollback import resolve_target
-        from bluegreen.orchestrator.status import status
+        from bluegreen.orchestrator.core.rollback import resolve_target
+        from bluegreen.orchestrator.core.status import status
+        from bluegreen.orchestrator.state.journal import Journal
 
         dep = self.dep
         st = status(dep)
@@ -140,7 +140,7 @@ class Observer:
         return out
 
     def _sample(self, now: float) -> None:
-        from bluegreen.orchestrator import plainhttp
+        from bluegreen.orchestrator.common import plainhttp
         from bluegreen.orchestrator.errors import BluegreenError
 
         dep = self.dep

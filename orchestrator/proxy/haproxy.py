@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bluegreen.orchestrator.common.ports import require_free
+from bluegreen.orchestrator.common.private import private_dir
 from bluegreen.orchestrator.errors import ProxyError
-from bluegreen.orchestrator.ports import require_free
-from bluegreen.orchestrator.private import private_dir
 from bluegreen.orchestrator.proxy.base import STANDBY, Backend, ServerStats, check_weights, write_atomically
 from bluegreen.orchestrator.proxy.base import output_tail as _tail
 from bluegreen.orchestrator.proxy.supervise import ProcessSupervisor, Supervisor

@@ -20,9 +20,9 @@ import threading
 import time
 from pathlib import Path
 
+from bluegreen.orchestrator.common.ports import require_free
+from bluegreen.orchestrator.common.private import private_dir
 from bluegreen.orchestrator.errors import ProxyError
-from bluegreen.orchestrator.ports import require_free
-from bluegreen.orchestrator.private import private_dir
 from bluegreen.orchestrator.proxy.base import Backend, ServerStats, check_weights
 from bluegreen.orchestrator.proxy.base import output_tail as _tail
 from bluegreen.orchestrator.proxy.supervise import ProcessSupervisor, Supervisor

@@ -1,1 +1,0 @@
-"""Metric sources that decide a step, besides the proxy's own counters (analysis.py): one module each."""
