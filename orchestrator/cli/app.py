@@ -93,9 +93,12 @@ def main() -> None:
     if os.environ.get("_BLUEGREEN_COMPLETE"):  # a shell asks for completions: every command must be there
         from typer.completion import completion_init  # type: ignore[attr-defined]
 
+        register()
         completion_init()  # Typer's bash, zsh and fish protocols (the scripts `bluegreen completion` prints)
     else:
-        _register_only_the_invoked_command(sys.argv[1:])
+        name = _invoked(sys.argv[1:])
+        register(name)
+        _register_only_the_invoked_command(name)
     try:
         code = _run()
     finally:
@@ -129,14 +132,33 @@ def _run() -> int:
     return code if isinstance(code, int) else 0
 
 
-def _register_only_the_invoked_command(argv: list[str]) -> None:
-    """Leave registered only the top-level command this process runs, when argv names one.
+# The modules that register commands, in the order `bluegreen --help` lists them, with the top-level
+# names each registers (tests/unit/test_docs.py keeps the two in step).
+COMMAND_MODULES = {
+    "lifecycle": ("init", "up", "status", "down", "logs"),
+    "releases": ("history", "release", "rollback", "promote", "abort", "recover", "retire"),
+    "models": ("doctor", "compare"),
+    "automation": ("serve", "drill", "demo", "monitor"),
+    "completion": ("completion",),
+    "images": ("images",),
+    "backups": ("backup",),
+}
 
-    Typer turns every registered command into a Click command on every run, about 1.5 ms each;
-    `bluegreen rollback` needs only its own, and a rollback is timed by the people waiting for
-    it. Help, groups, and anything not plainly one known command keep the whole app.
+
+def register(name: str | None = None) -> None:
+    """Register the commands: only the module that holds ``name``, or (no name, or an unknown one) all.
+
+    A rollback is timed by the people waiting for it: it need not load the modules of other commands.
     """
-    name = None
+    import importlib
+
+    modules = [m for m, names in COMMAND_MODULES.items() if name in names]
+    for module in modules or COMMAND_MODULES:
+        importlib.import_module(f"bluegreen.orchestrator.cli.{module}")
+
+
+def _invoked(argv: list[str]) -> str | None:
+    """The top-level command argv names, if it plainly names one."""
     skip = False
     for token in argv:
         if skip:
@@ -144,8 +166,17 @@ def _register_only_the_invoked_command(argv: list[str]) -> None:
         elif token in ("--config", "-c"):
             skip = True
         elif not token.startswith("-"):
-            name = token
-            break
+            return token
+    return None
+
+
+def _register_only_the_invoked_command(name: str | None) -> None:
+    """Leave registered only the top-level command this process runs, when argv names one.
+
+    Typer turns every registered command into a Click command on every run, about 1.5 ms each;
+    `bluegreen rollback` needs only its own, and a rollback is timed by the people waiting for
+    it. Help, groups, and anything not plainly one known command keep the whole app.
+    """
     if name is None:
         return
     matching = [c for c in app.registered_commands

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from bluegreen.orchestrator.cli.app import OPTIONS, JsonOpt, app, current_deployment, emit, show_progress
-from bluegreen.orchestrator.cli.completion import backup_sets
+from bluegreen.orchestrator.cli.completers import backup_sets
 
 backup_app = typer.Typer(help="Snapshots of the database and config files: create, list, verify, restore, prune.",
                          no_args_is_help=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bluegreen.orchestrator.cli.app import OPTIONS, JsonOpt, app, current_deployment, emit, show_progress
-from bluegreen.orchestrator.cli.completion import colours
+from bluegreen.orchestrator.cli.completers import colours
 
 if TYPE_CHECKING:
     from bluegreen.orchestrator.core.status import Status

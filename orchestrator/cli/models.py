@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from bluegreen.orchestrator.cli.app import OPTIONS, JsonOpt, app, current_deployment, emit, show_progress
-from bluegreen.orchestrator.cli.completion import colours
+from bluegreen.orchestrator.cli.completers import colours
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from bluegreen.orchestrator.cli.app import OPTIONS, JsonOpt, app, current_deployment, emit, show_progress
-from bluegreen.orchestrator.cli.completion import images, versions
+from bluegreen.orchestrator.cli.completers import images, versions
 
 
 @app.command()

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import typer
 
-from bluegreen.orchestrator.cli import app
+from bluegreen.orchestrator.cli import app, register
+from bluegreen.orchestrator.cli.app import COMMAND_MODULES
 
 REPO = Path(__file__).resolve().parents[2]
+register()  # every command, as `bluegreen --help` sees them
 ROOT = typer.main.get_command(app)
 
 
@@ -101,3 +103,20 @@ def test_the_settings_reference_is_generated_from_the_code() -> None:
         if not field.exclude:
             assert f"`{section}" in text, section
     assert "| `serve.token` | secret | `\"\"` |" in text  # a secret's value is never shown
+
+
+def test_each_command_is_registered_by_the_module_the_fast_path_imports_for_it() -> None:
+    """`bluegreen rollback` loads only the module COMMAND_MODULES names for it: the table is the truth."""
+    registered = {}
+    for info in app.registered_commands:
+        assert info.callback is not None
+        registered[info.name or typer.main.get_command_name(info.callback.__name__)] = info.callback.__module__
+    for group in app.registered_groups:
+        assert group.typer_instance is not None
+        [module] = {c.callback.__module__ for c in group.typer_instance.registered_commands if c.callback}
+        registered[str(group.name)] = module
+    table = {name: f"bluegreen.orchestrator.cli.{module}" for module, names in COMMAND_MODULES.items()
+             for name in names}
+    assert registered == table
+    assert list(ROOT.commands) == [name for names in COMMAND_MODULES.values() for name in names
+                                   if name not in ("images", "backup")] + ["images", "backup"]
