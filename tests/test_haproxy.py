@@ -161,3 +161,30 @@ def test_haproxy_starts_whatever_the_state_paths_length(tmp_path: Path, length: 
         assert (p.socket_path.parent == directory) is (length == 97)
     finally:
         p.stop()
+
+
+def test_a_colour_is_up_only_when_haproxys_own_check_passed_on_every_replica(tmp_path: Path) -> None:
+    """A colour of two servers (a swarm colour's replicas), one not listening: HAProxy holds it DOWN,
+    so the colour is not up; once it listens, the colour is up at HAProxy's next check."""
+    proxy_port, blue_port, green_port, green2_port = free_ports(4)
+    servers = [backend_server("blue", blue_port), backend_server("green", green_port)]
+    p = HAProxy(tmp_path / "haproxy", "127.0.0.1", proxy_port,
+                [Backend("blue", "127.0.0.1", blue_port),
+                 Backend("green", "127.0.0.1", green_port, replicas=2, port_step=green2_port - green_port)],
+                check_interval_ms=200)
+    try:
+        p.start({"blue": 100, "green": 0})
+        assert p.wait_servers_up("blue", 5)
+        assert wait_for(lambda: p.stats()["green"].replicas[1].status == "DOWN", timeout=5)
+        assert not p.wait_servers_up("green", 0)
+        assert not p.wait_servers_up("green", 0.3)
+        servers.append(backend_server("green", green2_port))
+        assert p.wait_servers_up("green", 5)
+        assert [r.status for r in p.stats()["green"].replicas] == ["UP", "UP"]
+        with pytest.raises(ProxyError, match="no backend named purple"):
+            p.wait_servers_up("purple", 0)
+    finally:
+        p.stop()
+        for s in servers:
+            s.shutdown()
+            s.server_close()

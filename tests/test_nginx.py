@@ -90,3 +90,23 @@ def test_a_release_through_nginx_is_promoted(project: Project, docker_client: An
     version = httpx.get(f"{project.proxy_url}/version", timeout=5).json()["version"]
     assert version == "v2"
     assert project.run("down").out == "stopped nginx, blue, green\n"
+
+
+def test_a_colour_is_up_to_nginx_when_its_server_takes_a_connection(tmp_path: Path) -> None:
+    """nginx has no health checks of its own: a colour is up when its address accepts the connection
+    nginx will open."""
+    proxy_port, blue_port, green_port = free_ports(3)
+    servers = [backend_server("blue", blue_port)]
+    p = Nginx(tmp_path / "nginx", "127.0.0.1", proxy_port,
+              [Backend("blue", "127.0.0.1", blue_port), Backend("green", "127.0.0.1", green_port)])
+    try:
+        assert p.wait_servers_up("blue", 0)
+        assert not p.wait_servers_up("green", 0.3)
+        servers.append(backend_server("green", green_port))
+        assert p.wait_servers_up("green", 2)
+        with pytest.raises(ProxyError, match="no backend named purple"):
+            p.wait_servers_up("purple", 0)
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()

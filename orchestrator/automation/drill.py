@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bluegreen.orchestrator.core.events import Event, Progress
+from bluegreen.orchestrator.core.switch import move_traffic
 from bluegreen.orchestrator.deployment import Deployment, other
 from bluegreen.orchestrator.errors import BluegreenError, LockHeld
 from bluegreen.orchestrator.state.journal import Journal
@@ -144,8 +145,8 @@ def _switch(dep: Deployment, to: str, away: str, expect: str | None = None) -> f
     with ModelClient(dep.proxy_url, dep.contract, timeout=2) as client:  # made before the clock starts
         began = time.monotonic()
         weights = {to: 100, away: 0}
-        dep.proxy.set_weights(weights)
-        deadline = began + 10
+        move_traffic(dep, weights)  # part of the RTO: the proxy must take the target as up first
+        deadline = time.monotonic() + 10
         while dep.proxy.weights() != weights:
             if time.monotonic() > deadline:
                 raise BluegreenError(f"the proxy did not confirm all traffic on {to} within 10 s",
@@ -207,7 +208,8 @@ def _canary(dep: Deployment, live: str, record: Any, progress: Progress) -> floa
             gate.health(client, image_version(record.version), r.predict_checks, r.predict_body,
                         dep.holdout,
                         lambda label: dep.runtime.image_label(record.image, label))
-        dep.proxy.set_weights({idle: d.weight, live: 100 - d.weight})
+        # The canary's share reaches it only once the proxy's own check takes it as up.
+        move_traffic(dep, {idle: d.weight, live: 100 - d.weight}, progress)
         time.sleep(d.hold)
         progress(f"drill: rolling back from {idle} ({d.weight}%)")
         rto = _switch(dep, live, idle)  # both colours run the same version: the proxy's word is the measure

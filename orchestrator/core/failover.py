@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bluegreen.orchestrator.common.private import private_dir
+from bluegreen.orchestrator.core.switch import move_traffic, proxy_sees_up
 from bluegreen.orchestrator.deployment import Deployment
 from bluegreen.orchestrator.errors import BluegreenError
 from bluegreen.orchestrator.proxy.base import STANDBY
@@ -73,6 +74,11 @@ def notice(dep: Deployment, progress: Progress = _quiet) -> list[str]:
 def _make_official(dep: Deployment, dead: str, standby: str, exit_code: int | None, served: int,
                    progress: Progress) -> str:
     began = time.monotonic()
+    if not proxy_sees_up(dep, standby, dep.settings.environments.health_timeout, progress):
+        # Its standby line serves only while its main line could too (one address, one check):
+        # moving weights to a colour the proxy holds down would leave no server at all.
+        return (f"{dead} died, but {dep.proxy.name} does not take the standby {standby} as up either: nothing "
+                "was changed (bluegreen status; runbooks/failover.md)")
     journal = Journal(dep.state)
     dead_record, standby_record = dep.state.environment(dead), dep.state.environment(standby)
     assert standby_record is not None
@@ -85,7 +91,7 @@ def _make_official(dep: Deployment, dead: str, standby: str, exit_code: int | No
     weights = {standby: 100, dead: 0}
     progress(f"{dead} died ({'absent' if exit_code is None else f'exit code {exit_code}'}): {standby} took its "
              "traffic; making it live")
-    dep.proxy.set_weights(weights)
+    move_traffic(dep, weights, progress)
     dep.proxy.set_standby(None)
     previous = ({"color": dead, "image": dead_record.image, "version": dead_record.version, "env": dead_record.env}
                 if dead_record else None)

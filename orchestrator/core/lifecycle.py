@@ -13,6 +13,7 @@ from typing import Any
 
 from bluegreen.orchestrator.core.environment import ensure_environment, publish_scrape_targets, warm_standby
 from bluegreen.orchestrator.core.recovery import housekeeping
+from bluegreen.orchestrator.core.switch import move_traffic, proxy_sees_up
 from bluegreen.orchestrator.deployment import Deployment, other
 from bluegreen.orchestrator.errors import EnvironmentFailed
 from bluegreen.orchestrator.settings.core import COLORS
@@ -74,8 +75,12 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
             standby = warm_standby(dep, live)
             if dep.proxy.running():
                 if dep.proxy.weights() != weights:
-                    dep.proxy.set_weights(weights)
+                    move_traffic(dep, weights, progress)
                     changed.append(f"proxy weights set to {weights}")
+                elif started_container and not proxy_sees_up(dep, live, dep.settings.environments.health_timeout,
+                                                             progress):
+                    # The traffic was already its: nothing better to send it to; say so.
+                    changed.append(f"{dep.proxy.name} does not take {live} as up yet")
                 if dep.proxy.standby() != standby:
                     dep.proxy.set_standby(standby)
                     changed.append(f"standby set to {standby or 'none'}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from bluegreen.orchestrator.core import migrations
 from bluegreen.orchestrator.core.environment import ensure_environment
 from bluegreen.orchestrator.core.migrations import SchemaDatabase
+from bluegreen.orchestrator.core.switch import proxy_sees_up
 from bluegreen.orchestrator.deployment import Deployment
 from bluegreen.orchestrator.errors import BluegreenError, ProxyError, ReleaseFailed
 from bluegreen.orchestrator.model.health import wait_healthy
@@ -56,17 +57,19 @@ def settle(dep: Deployment, rec: ReleaseRecord, status: str, reason: str, progre
     order = [(rec.from_color, rec.from_image, True), (rec.to_color, rec.image, candidate_proven)]
     if rec.kind == "rollback":
         order.reverse()
-    target = next((c for c, image, allowed in order if allowed and colour_ok(dep, c, image)), None)
-    if target is None:
+    usable = [c for c, image, allowed in order if allowed and colour_ok(dep, c, image)]
+    if not usable:
         progress(f"neither colour is healthy: starting {rec.from_color} again with {rec.from_image}")
         assert rec.from_image is not None and rec.from_version is not None
         ensure_environment(dep, rec.from_color, rec.from_image, rec.from_version, progress, rec.from_env)
-        target = rec.from_color
+        usable = [rec.from_color]
+    running = dep.proxy.running()
+    target = _taken_as_up(dep, usable, progress) if running else usable[0]
     other = rec.to_color if target == rec.from_color else rec.from_color
     weights = {target: 100, other: 0}
-    if dep.proxy.running():
+    if running:
         dep.proxy.set_weights(weights)
-    else:
+    else:  # a proxy starting takes its servers as up until a check fails
         progress(f"the proxy was down: starting it with all traffic on {target}")
         dep.proxy.start(weights)
     progress(f"traffic: 100% {target}")
@@ -110,6 +113,23 @@ def settle(dep: Deployment, rec: ReleaseRecord, status: str, reason: str, progre
             reason += f"; {moved}"
     journal.finish(rec.id, final_status, reason)
     return Settled(target, final_status, reason)
+
+
+def _taken_as_up(dep: Deployment, usable: list[str], progress: Progress) -> str:
+    """Of the healthy colours, best first, the first the proxy itself takes as up.
+
+    The best is waited for (a colour started moments ago is up to the proxy only after its next
+    check); the others must be up now. When the proxy takes none as up, the best is all there is.
+    """
+    best, *others = usable
+    if proxy_sees_up(dep, best, dep.settings.environments.health_timeout, progress):
+        return best
+    for color in others:
+        if dep.proxy.wait_servers_up(color, 0):
+            progress(f"{dep.proxy.name} does not take {best} as up; {color} is, and keeps the traffic")
+            return color
+    progress(f"{dep.proxy.name} takes neither colour as up yet: all traffic to {best}")
+    return best
 
 
 def restore_stashed(dep: Deployment, rec: ReleaseRecord, progress: Progress = _quiet) -> str:

@@ -30,6 +30,7 @@ from bluegreen.orchestrator.core.recovery import (
     schema_database,
     settle,
 )
+from bluegreen.orchestrator.core.switch import move_traffic
 from bluegreen.orchestrator.core.workers import current_versions
 from bluegreen.orchestrator.deployment import Deployment
 from bluegreen.orchestrator.deployment.workers import expand, tag_of
@@ -389,7 +390,9 @@ class _Executor:
         if self.fast_forward and step.weight < 100:
             return {"skipped": True, "reason": f"promoted by {self.fast_forward}"}
         weights = {p.to_color: step.weight, p.from_color: 100 - step.weight}
-        self.dep.proxy.set_weights(weights)
+        # The step's share reaches the candidate only once the proxy's own check takes it as up:
+        # until then it all goes to the serving colour, and the bake would judge no traffic.
+        move_traffic(self.dep, weights, self.progress)
         self.dep.state.set_live(p.from_color, weights)
         self.progress(Event("weights", f"{step.name}: {step.weight}% to {p.to_color}" +
                             (f", baking {step.bake:g}s" if step.bake and not self.fast_forward else ""),
@@ -493,7 +496,7 @@ class _Executor:
     def _promote(self) -> dict[str, Any]:
         p = self.plan
         weights = {p.to_color: 100, p.from_color: 0}
-        self.dep.proxy.set_weights(weights)
+        move_traffic(self.dep, weights, self.progress)
         workers = {}
         if self.dep.workers:  # the workers follow the traffic: the old drained, then the new started and proved
             old = current_versions(self.dep, p.from_image)

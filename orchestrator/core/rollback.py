@@ -1,8 +1,8 @@
 """Rollback, recover, and the requests one terminal sends to a release running in another.
 
 ``rollback`` moves all traffic to the previous version at once when its colour is still warm
-(a weight change: milliseconds); otherwise it starts that version in the idle colour, gates it
-and then switches. ``abort`` and ``promote`` ask a running release to stop or to skip ahead,
+(a weight change: milliseconds); otherwise it starts that version in the idle colour, gates it,
+and switches once the proxy's own health check takes it as up (see switch.py). ``abort`` and ``promote`` ask a running release to stop or to skip ahead,
 and wait for it to answer; a release whose process died is recovered instead.
 """
 
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bluegreen.orchestrator.common.faults import crash_point
 from bluegreen.orchestrator.core.recovery import colour_ok, housekeeping, retire, revert_schema, settle
+from bluegreen.orchestrator.core.switch import move_traffic
 from bluegreen.orchestrator.core.workers import current_versions, follow, settle_workers
 from bluegreen.orchestrator.deployment import Deployment, other
 from bluegreen.orchestrator.deployment.workers import recorded
@@ -169,7 +170,8 @@ def _rollback_locked(dep: Deployment, target: Target, reason: str, progress: Pro
         journal.step_started(rid, seq, "switch")
         crash_point("switch", "before")
         weights = {idle: 100, live: 0}
-        dep.proxy.set_weights(weights)
+        # A colour started just now is up to the gate before it is up to the proxy's own check.
+        move_traffic(dep, weights, progress)
         dep.proxy.set_standby(live)  # the version rolled back from stays warm, and stands by
         dep.state.switch_live(
             idle, weights,

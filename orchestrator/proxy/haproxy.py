@@ -60,7 +60,7 @@ backend {backend}
     balance roundrobin
     option httpchk GET {check_path}
     http-check expect status {check_status}
-    default-server inter {inter}ms fastinter {fastinter}ms fall 2 rise 1
+    default-server inter {inter}ms fastinter {fastinter}ms downinter {fastinter}ms fall 2 rise 1
 {servers}
 """
 SERVER_LINE = re.compile(r"^\s*server (\S+) \S+ (?:weight (\d+) )?.*$", re.MULTILINE)
@@ -251,22 +251,46 @@ class HAProxy:
                 raise ProxyError(f"unexpected answer from haproxy for {backend.name}'s weight: {answer!r}") from None
         return out
 
-    def stats(self) -> dict[str, ServerStats]:
-        """Per-server counters: the colours, and their standby lines as ``<colour>-standby``."""
+    def _rows(self) -> list[dict[str, str]]:
+        """``show stat``: one row per server line of the colours' backend."""
         text = self.command("show stat")
         lines = [line for line in text.splitlines() if line]
         if not lines or not lines[0].startswith("# "):
             raise ProxyError(f"unexpected answer to 'show stat': {text[:200]!r}")
         header = lines[0][2:].split(",")
+        rows = (dict(zip(header, line.split(","), strict=False)) for line in lines[1:])
+        return [row for row in rows if row.get("pxname") == BACKEND]
+
+    def stats(self) -> dict[str, ServerStats]:
+        """Per-server counters: the colours, and their standby lines as ``<colour>-standby``."""
         # A colour's replicas are counted together, under the colour's name (and <colour>-standby).
         key = {server + suffix: b.name + suffix for b in self.backends for server, _port in b.servers()
                for suffix in ("", STANDBY)}
         grouped: dict[str, list[ServerStats]] = {}
-        for line in lines[1:]:
-            row = dict(zip(header, line.split(","), strict=False))
-            if row.get("pxname") == BACKEND and row.get("svname") in key:
+        for row in self._rows():
+            if row.get("svname") in key:
                 grouped.setdefault(key[row["svname"]], []).append(ServerStats.from_haproxy(row))
         return {name: ServerStats.combined(servers) for name, servers in grouped.items()}
+
+    def wait_servers_up(self, color: str, timeout: float) -> bool:
+        """Whether HAProxy's own health checks take every server of ``color`` as up within ``timeout``.
+
+        A colour started a moment ago answers bluegreen's probes before HAProxy checks it again:
+        until then HAProxy holds it DOWN (its last check failed while it was stopped), so weights
+        moved to it now leave no server to answer. HAProxy re-checks a DOWN server every
+        ``downinter`` (a quarter of proxy.check_interval_ms), and one passing check (``rise 1``)
+        brings it up.
+        """
+        servers = set(self._servers_of(color))
+        if not servers:
+            raise ProxyError(f"no backend named {color}; the backends are {', '.join(b.name for b in self.backends)}")
+
+        def all_up() -> bool:
+            status = {row["svname"]: row.get("status", "") for row in self._rows() if row.get("svname") in servers}
+            # "UP 1/2" is a server whose last check failed, on its way down; "no check": checks are off.
+            return len(status) == len(servers) and all(s in ("UP", "no check") for s in status.values())
+
+        return _poll(all_up, timeout)
 
 
 def _poll(check: Callable[[], bool], timeout: float) -> bool:

@@ -179,6 +179,33 @@ class Nginx:
     def set_weights(self, weights: dict[str, int]) -> None:
         self._reload({**self.weights(), **weights}, self.standby())
 
+    def wait_servers_up(self, color: str, timeout: float) -> bool:
+        """Whether every server of ``color`` accepts a connection from here within ``timeout``.
+
+        Open-source nginx has no health checks of its own: a server is in rotation from the reload
+        that gives it weight, and each reload starts with no failure counted against it
+        (``max_fails``). Up, to nginx, is a server that takes the connection it will open.
+        """
+        import socket
+
+        addresses = [(b.host, port) for b in self.backends if b.name == color for _server, port in b.servers()]
+        if not addresses:
+            raise ProxyError(f"no backend named {color}; the backends are {', '.join(b.name for b in self.backends)}")
+
+        def accepts(address: tuple[str, int]) -> bool:
+            try:
+                with socket.create_connection(address, timeout=max(0.1, self.connect_timeout_ms / 1000)):
+                    return True
+            except OSError:
+                return False
+
+        deadline = time.monotonic() + timeout
+        while not all(accepts(a) for a in addresses):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def set_standby(self, color: str | None) -> None:
         if not self.failover or color == self.standby():
             return
