@@ -14,11 +14,12 @@ Only the rollback runs under load: wrk, 8 kept-alive connections as fast as they
 non-2xx answer and socket error is a failed request; the bar is zero.
 
 "Before" is the code of ``--before`` (a git revision, extracted with ``git archive``; by default
-the commit before traffic waited for the proxy's own check); "after" is this checkout. Each
-gets its own deployment on free loopback ports, with the default settings (proxy check every
-1,000 ms). Prints figures; asserts nothing.
+the commit before traffic waited for the proxy's own check); "after" is this checkout, or the
+code of ``--after`` (so that edits during a long run change nothing). Each gets its own
+deployment on free loopback ports, with the default settings (proxy check every 1,000 ms).
+Prints figures; asserts nothing.
 
-    python3 bench/cold_rollback.py [--trials 10] [--before REV] [--only before|after]
+    python3 bench/cold_rollback.py [--trials 10] [--before REV] [--after REV] [--only before|after]
 """
 
 from __future__ import annotations
@@ -190,26 +191,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10, help="cold rollbacks of each kind, per version of the code")
     parser.add_argument("--before", default=None, help="git revision of the code before (default: before the fix)")
+    parser.add_argument("--after", default=None, help="git revision of the code after (default: this checkout)")
     parser.add_argument("--only", choices=("before", "after"), default=None)
     args = parser.parse_args()
     results: dict[str, list[Trial]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
         scratch = Path(tmp)
-        revs = {"after": "this checkout (" + subprocess.run(["git", "-C", str(REPO), "describe", "--always",
-                                                             "--dirty"], capture_output=True, text=True).stdout.strip()
-                         + ")"}
+        revs = {"after": f"{args.after} ({_short(args.after)})" if args.after else
+                f"this checkout ({_git('describe', '--always', '--dirty')})"}
         if args.only != "after":
             rev = args.before or before_fix()
-            sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True,
-                                 check=True).stdout.strip()
-            revs = {"before": f"{rev} ({sha})", **revs}
+            revs = {"before": f"{rev} ({_short(rev)})", **revs}
             code = extract(rev, _mkdir(scratch / "before-code"))
             results["before"] = bench("before", code, args.trials, scratch)
         if args.only != "before":
-            results["after"] = bench("after", REPO, args.trials, scratch)
+            code = extract(args.after, _mkdir(scratch / "after-code")) if args.after else REPO
+            results["after"] = bench("after", code, args.trials, scratch)
         if args.only:
             revs = {k: v for k, v in revs.items() if k == args.only}
     report(results, revs)
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _short(rev: str) -> str:
+    return _git("rev-parse", "--short", rev)
 
 
 def _mkdir(path: Path) -> Path:
