@@ -2,8 +2,9 @@
 
 ``rollback`` moves all traffic to the previous version at once when its colour is still warm
 (a weight change: milliseconds); otherwise it starts that version in the idle colour, gates it,
-and switches once the proxy's own health check takes it as up (see switch.py). ``abort`` and ``promote`` ask a running release to stop or to skip ahead,
-and wait for it to answer; a release whose process died is recovered instead.
+and switches once the proxy's own health check takes it as up (see switch.py). ``abort`` and
+``promote`` ask a running release to stop or to skip ahead, and wait for it to answer; a release
+whose process died is recovered instead.
 """
 
 from __future__ import annotations
