@@ -22,6 +22,8 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +37,20 @@ V3_DOWN = "ALTER TABLE predictions DROP COLUMN explanation;\n"
 
 
 class Traffic:
-    """Steady requests through the proxy from a few threads; every answer that is not a 200 counts."""
+    """Steady requests through the proxy from a few threads; every answer that is not a 200 counts.
 
-    def __init__(self, url: str, threads: int = 2, pause: float = 0.01) -> None:
-        self.url, self.pause = url, pause
+    Each failed request is kept (up to ``keep`` of them) with when it happened, the act of the
+    demo it happened in (``phase()``), what came back, and what the proxy reported for each of its
+    servers at that moment (``proxy()``): enough to say which switch lost it and why.
+    """
+
+    def __init__(self, url: str, phase: Callable[[], str], proxy: Callable[[], dict[str, str]],
+                 began: float, threads: int = 2, pause: float = 0.01, keep: int = 50) -> None:
+        self.url, self.pause, self.keep = url, pause, keep
+        self.phase, self.proxy, self.began = phase, proxy, began
         self.sent = self.failed = 0
-        self.failures: list[str] = []
+        self.failures: list[dict[str, Any]] = []
+        self.by_phase: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -52,17 +62,33 @@ class Traffic:
 
         with httpx.Client(timeout=10) as client:
             while not self._stop.wait(self.pause):
+                sent_at, wall, phase = time.monotonic(), time.time(), self.phase()
                 try:
                     r = client.post(f"{self.url}/predict", json=PREDICT)
-                    problem = None if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:80]}"
+                    problem = None if r.status_code == 200 else {"status": r.status_code,
+                                                                 "body": " ".join(r.text.split())[:200]}
                 except httpx.HTTPError as exc:
-                    problem = f"{type(exc).__name__}"
+                    problem = {"status": None, "body": f"{type(exc).__name__}: {exc}"[:200]}
                 with self._lock:
                     self.sent += 1
-                    if problem:
-                        self.failed += 1
-                        if len(self.failures) < 20:
-                            self.failures.append(problem)
+                    if problem is None:
+                        continue
+                    self.failed += 1
+                    self.by_phase[phase] = self.by_phase.get(phase, 0) + 1
+                    record = len(self.failures) < self.keep
+                if record:
+                    self._record(sent_at, wall, phase, problem)
+
+    def _record(self, sent_at: float, wall: float, phase: str, problem: dict[str, Any]) -> None:
+        try:
+            seen = self.proxy()
+        except BluegreenError as exc:
+            seen = {"error": exc.message}
+        failure = {"at_s": round(sent_at - self.began, 3),
+                   "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1000):03d}Z",
+                   "phase": phase, **problem, "proxy": seen}
+        with self._lock:
+            self.failures.append(failure)
 
     def stop(self) -> None:
         self._stop.set()
@@ -146,7 +172,10 @@ class Summary:
     seconds: float = 0.0
     requests: int = 0
     failed_requests: int = 0
-    failures: list[str] = field(default_factory=list)
+    # Each failed request (the first 50): seconds into the demo and UTC time, the act it happened
+    # in, the status and body it got, and what the proxy reported for each server at that moment.
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    failed_by_phase: dict[str, int] = field(default_factory=dict)
     releases: list[dict[str, Any]] = field(default_factory=list)
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
     rollback_ms: float | None = None  # the faulty release: from the failed verdict to every answer from v2
@@ -169,8 +198,31 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        return (not self.problems and self.failed_requests == 0 and self.rows_lost == 0 and self.jobs_lost == 0
-                and self.jobs_failed == 0 and self.jobs_done_twice == 0)
+        return not self.problems and not self.judged()
+
+    def judged(self) -> list[str]:
+        """What the figures say went wrong: failed requests, rows or jobs lost."""
+        out = []
+        if self.failed_requests:
+            where = ", ".join(f"{n} during {phase}" for phase, n in self.failed_by_phase.items())
+            first = self.failures[0] if self.failures else None
+            out.append(f"{self.failed_requests} of {self.requests:,} requests through the proxy failed"
+                       + (f" ({where})" if where else "")
+                       + (f"; the first at {first['at_s']:.1f} s: {first['status'] or 'no answer'} {first['body']}"
+                          if first else ""))
+        if self.rows_lost:
+            out.append(f"{self.rows_lost} of the {self.rows_before:,} rows written before the faulty release were lost")
+        if self.jobs_failed:
+            out.append(f"{self.jobs_failed} jobs were refused")
+        if self.jobs_lost:
+            out.append(f"{self.jobs_lost} of {self.jobs:,} jobs were never done")
+        if self.jobs_done_twice:
+            out.append(f"{self.jobs_done_twice} jobs were taken twice")
+        return out
+
+    def judge(self) -> None:
+        """Name in ``problems`` everything the figures say went wrong, once."""
+        self.problems.extend(p for p in self.judged() if p not in self.problems)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -203,6 +255,9 @@ class Summary:
             lines.append(f"  #{r['id']} {r['kind']} {r['version']}: {r['status']}{reason}")
         for p in self.problems:
             lines.append(f"PROBLEM: {p}")
+        for f in self.failures[:10]:
+            lines.append(f"  failed request at {f['at_s']:.1f} s ({f['phase']}): {f['status'] or 'no answer'} "
+                         f"{f['body'][:60]}; proxy: {', '.join(f'{k} {v}' for k, v in f['proxy'].items())}")
         lines.append(f"\n{'all good' if self.ok else 'NOT all good'}: {self.seconds:.0f} s in all")
         return "\n".join(lines)
 
@@ -218,6 +273,10 @@ class Demo:
         self.token_file = self.root / ".bluegreen-token"
         self.summary = Summary(directory=str(self.root), project=self.name)
         self.children: list[subprocess.Popen[bytes]] = []
+        self.phase = "set-up"  # the act being played: where a failed request happened
+
+    def act(self, phase: str) -> None:
+        self.phase = phase
 
     # -- set-up ---------------------------------------------------------------------------------
     def log(self, text: str) -> None:
@@ -274,20 +333,27 @@ class Demo:
         self.write_settings()
         dep = self.deployment()
         self.check_images(dep)
+        self.act("up")
         self.log("bluegreen up: v1 on blue behind HAProxy, predictions recorded in data/app.db")
         up(dep, self.progress)
-        traffic = Traffic(dep.proxy_url)
+        proxy = self.deployment(actor="demo-traffic").proxy  # its own client: read from the traffic's threads
+        traffic = Traffic(dep.proxy_url, lambda: self.phase,
+                          lambda: {name: f"{st.status}, weight {st.weight}" for name, st in proxy.stats().items()},
+                          self.began)
         watcher = Watcher(dep.proxy_url)
         jobs = Jobs(dep.proxy_url)
         try:
+            self.act("steady traffic")
             self.wait_rows(dep, 50)
             self.log(f"steady traffic through the proxy ({self.rate(traffic):.0f} req/s)")
+            self.act("release v2")
             self.log("release v2: snapshot, gate, then 10 -> 25 -> 50 -> 100 % with a 3 s bake per step")
             result = release(dep, ReleaseRequest(image="bluegreen-model:v2", steps=[10, 25, 50, 100], bake=3.0),
                              self.progress)
             self.log(f"v2 promoted on {result.to_color} in {result.seconds:.1f} s")
 
             s.rows_before, max_id = self.rows(dep)
+            self.act("release v3 (faulty)")
             self.log(f"release v3 (faulty: 20 % of its answers to users fail; its health gate passes) with a "
                      f"schema change "
                      f"(predictions.explanation); {s.rows_before:,} rows in predictions")
@@ -314,17 +380,24 @@ class Demo:
             self.log(f"after the rollback: {kept:,} of the {s.rows_before:,} rows are there; the column is "
                      f"{'gone' if not column else 'STILL THERE'}")
 
+            self.act("bluegreen serve")
             serve = self.start_serve()
+            self.act("failover (live colour killed)")
             self.failover(dep, watcher)
+            self.act("alert rollback")
             self.alert(watcher)
+            self.act("drill")
             self.drill()
+            self.act("backups verified")
             self.verify_backups(dep)
         finally:
             traffic.stop()
             watcher.stop()
             jobs.stop()
+            s.requests, s.failed_requests = traffic.sent, traffic.failed
+            s.failures, s.failed_by_phase = traffic.failures, traffic.by_phase
+        self.act("jobs counted")
         self.count_jobs(dep, jobs)
-        s.requests, s.failed_requests, s.failures = traffic.sent, traffic.failed, traffic.failures
         s.releases, s.rollbacks = self.journal(dep)
         s.seconds = round(time.monotonic() - self.began, 1)
         if self.keep:
@@ -419,10 +492,14 @@ class Demo:
         import httpx
 
         headers = {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
-        r = httpx.request(method, f"http://127.0.0.1:{self.serve_port}{path}", headers=headers, timeout=120,
-                          **kwargs)
-        r.raise_for_status()
-        return r.json()
+        try:
+            r = httpx.request(method, f"http://127.0.0.1:{self.serve_port}{path}", headers=headers, timeout=120,
+                              **kwargs)
+            r.raise_for_status()
+            return r.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise BluegreenError(f"bluegreen serve: {method} {path} failed: {exc}",
+                                 f"see {self.root / 'serve.log'} (bluegreen demo --keep leaves it)") from None
 
     def live(self) -> tuple[str, str]:
         st = self.api("GET", "/api/status")
@@ -547,19 +624,35 @@ class Demo:
                 except subprocess.TimeoutExpired:
                     child.kill()
                     child.wait()
-        try:
-            down(self.deployment())
-        except BluegreenError as exc:
-            self.log(f"down: {exc.message}")
+        if (self.root / "bluegreen.toml").exists():  # else nothing was started
+            try:
+                down(self.deployment())
+            except BluegreenError as exc:
+                self.log(f"down: {exc.message}")
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 def demo(keep: bool, say: Any) -> Summary:
+    """Play the whole story; the summary, whatever happened: a demo stopped part-way says where and
+    why in ``problems`` (and keeps the figures measured until then), and every figure that went
+    wrong is named there too, so ``ok`` is false exactly when ``problems`` is not empty."""
     from bluegreen.environments import compose
 
     compose.require()  # the demo's colours are a compose example: say so before anything starts
     d = Demo(keep, say)
     try:
-        return d.run()
+        d.run()
+    except BluegreenError as exc:
+        d.summary.problems.append(f"the demo stopped during {d.phase}: {exc.message}")
+        d.log(f"stopped during {d.phase}: {exc.message} (try: {exc.hint})")
+    except Exception as exc:  # a defect: still one summary, naming it and where it was raised
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        d.summary.problems.append(f"the demo stopped during {d.phase}: {type(exc).__name__}: {exc} "
+                                  f"({Path(where.filename).name}:{where.lineno})")
+        d.log(f"stopped during {d.phase}:\n{traceback.format_exc()}")
     finally:
         d.cleanup()
+    s = d.summary
+    s.seconds = round(time.monotonic() - d.began, 1)
+    s.judge()
+    return s

@@ -6,9 +6,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bluegreen.orchestrator.cli import app as cli
+from bluegreen.orchestrator.demo import Demo, Summary, Traffic
+from bluegreen.orchestrator.errors import BluegreenError
+from bluegreen.orchestrator.proxy import Backend
+from bluegreen.orchestrator.proxy.haproxy import HAProxy
+from tests.conftest import free_ports, wait_for
 from tests.wheel import Installed
 
 
@@ -39,3 +49,81 @@ def check_demo(proc: subprocess.CompletedProcess[str], docker_client: Any) -> No
     assert not Path(doc["directory"]).exists()
     left = docker_client.containers.list(all=True, filters={"label": f"bluegreen.project={doc['project']}"})
     assert [c.name for c in left] == []
+
+
+HAPROXY_503 = "503 Service Unavailable No server is available to handle this request."
+
+
+def lost_one_request(demo: Demo) -> Summary:
+    """The one outcome a real demo cannot produce on demand: a request lost in the alert's rollback."""
+    demo.phase = "alert rollback"
+    s = demo.summary
+    s.requests, s.failed_requests, s.failed_by_phase = 4979, 1, {"alert rollback": 1}
+    s.failures = [{"at_s": 41.25, "time": "2026-11-29T23:00:41.250Z", "phase": "alert rollback", "status": 503,
+                   "body": HAPROXY_503, "proxy": {"blue": "DOWN, weight 100", "green": "UP, weight 0"}}]
+    return s
+
+
+def stopped_by_an_error(demo: Demo) -> Summary:
+    demo.phase = "up"
+    raise BluegreenError("the image bluegreen-model:v1 is missing", "bluegreen images build")
+
+
+def stopped_by_a_defect(demo: Demo) -> Summary:
+    demo.phase = "drill"
+    raise KeyError("rto_s")
+
+
+@pytest.mark.parametrize(("run", "problem"), [
+    (lost_one_request, "1 of 4,979 requests through the proxy failed (1 during alert rollback); the first at "
+                       f"41.2 s: 503 {HAPROXY_503}"),
+    (stopped_by_an_error, "the demo stopped during up: the image bluegreen-model:v1 is missing"),
+    (stopped_by_a_defect, "the demo stopped during drill: KeyError: 'rto_s' (test_demo.py:"),
+])
+def test_a_failed_demo_prints_one_json_document_that_names_what_went_wrong(
+        run: Any, problem: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`bluegreen demo --json` that goes wrong: exactly one document on stdout (a script parses it),
+    ``ok`` false with ``problems`` saying what and where, the error on stderr, a non-zero exit code."""
+    monkeypatch.setattr(Demo, "run", run)
+    monkeypatch.setattr(cli, "OPTIONS", cli.Options())
+    monkeypatch.setattr(sys, "argv", ["bluegreen", "demo", "--json"])
+    cli.register("demo")
+    code = cli._run()
+    out, err = capsys.readouterr()
+    doc = json.loads(out)  # one document, nothing after it
+    assert code == 1
+    assert doc["ok"] is False
+    [named] = doc["problems"]
+    assert named.startswith(problem), named
+    assert f"Error: the demo saw problems: {named}" in err and "Try: " in err
+    assert not Path(doc["directory"]).exists()
+
+
+def test_the_demo_records_each_failed_request_with_its_time_act_answer_and_what_the_proxy_saw(
+        tmp_path: Path) -> None:
+    """A real HAProxy whose only weighted server is down answers 503: the demo's traffic keeps each
+    such request with when, during which act, the answer, and each server's state in the proxy."""
+    proxy_port, blue_port, green_port = free_ports(3)
+    proxy = HAProxy(tmp_path / "haproxy", "127.0.0.1", proxy_port,
+                    [Backend("blue", "127.0.0.1", blue_port), Backend("green", "127.0.0.1", green_port)],
+                    check_interval_ms=200)
+    proxy.start({"blue": 100, "green": 0})
+    try:
+        assert wait_for(lambda: {s.status for s in proxy.stats().values()} == {"DOWN", "MAINT"}, timeout=5)
+        act = "release v2"
+        began = time.monotonic()
+        traffic = Traffic(f"http://127.0.0.1:{proxy_port}", lambda: act,
+                          lambda: {name: f"{s.status}, weight {s.weight}" for name, s in proxy.stats().items()},
+                          began, threads=1)
+        try:
+            assert wait_for(lambda: len(traffic.failures) >= 3, timeout=10)
+        finally:
+            traffic.stop()
+    finally:
+        proxy.stop()
+    first = traffic.failures[0]
+    assert (first["phase"], first["status"]) == ("release v2", 503)
+    assert "No server is available to handle this request" in first["body"]
+    assert first["proxy"]["blue"] == "DOWN, weight 100" and first["proxy"]["green"] == "DOWN, weight 0"
+    assert 0 <= first["at_s"] < time.monotonic() - began and first["time"].endswith("Z")
+    assert traffic.by_phase == {"release v2": traffic.failed} and traffic.failed >= len(traffic.failures)

@@ -5,6 +5,6 @@ loads the modules beside it — one per group of commands — only as a run need
 core, automation and the API; nothing imports it.
 """
 
-from bluegreen.orchestrator.cli.app import app, main, register
+from bluegreen.orchestrator.cli.app import main, register
 
-__all__ = ["app", "main", "register"]
+__all__ = ["main", "register"]

@@ -1,7 +1,9 @@
 """The Typer app, its global options, and how every command's result and error are shown.
 
 Errors are shown once, here: ``Error: …`` / ``Try: …`` on stderr (or a JSON object on stdout
-with ``--json``), with the error's exit code; a traceback only with ``--verbose``. The commands
+with ``--json``), with the error's exit code; a traceback only with ``--verbose``. With ``--json``
+stdout holds one document: a command that printed its own (a failed drill, demo, verification)
+and then fails shows the error on stderr only. The commands
 live in the modules beside this one, one per group; each parses, calls one core function and
 renders its result. Heavy libraries (docker, httpx, rich, pydantic) are imported inside the
 commands that use them.
@@ -29,6 +31,7 @@ class Options:
     config: Path | None = None
     verbose: bool = False
     json: bool = False
+    emitted: bool = False  # a --json document is on stdout: an error after it goes to stderr, not a second one
     deployments: list[Deployment] = field(default_factory=list)
 
 
@@ -82,6 +85,7 @@ def show_progress(msg: str) -> None:
 
 def emit(doc: Any) -> None:
     typer.echo(json.dumps(doc, indent=2, default=str))
+    OPTIONS.emitted = True
 
 
 def main() -> None:
@@ -114,9 +118,9 @@ def _run() -> int:
             import traceback
 
             traceback.print_exc()
-        if OPTIONS.json:
+        if OPTIONS.json and not OPTIONS.emitted:
             typer.echo(json.dumps(exc.to_dict(), indent=2))
-        else:
+        else:  # with --json after the command's own document (which says what went wrong): one document only
             typer.echo(f"Error: {exc.message}", err=True)
             typer.echo(f"Try: {exc.hint}", err=True)
         return exc.exit_code

@@ -58,11 +58,8 @@ def demo(
     else:
         typer.echo(summary.table())
     if not summary.ok:
-        raise BluegreenError("the demo saw problems: " + "; ".join(
-            summary.problems or [f"{summary.failed_requests} failed requests, {summary.rows_lost} rows lost, "
-                                 f"{summary.jobs_failed} jobs refused, {summary.jobs_lost} lost, "
-                                 f"{summary.jobs_done_twice} taken twice"]),
-            "the lines above say where; bluegreen demo --keep leaves the deployment to look at")
+        raise BluegreenError("the demo saw problems: " + "; ".join(summary.problems),
+                             "the lines above say where; bluegreen demo --keep leaves the deployment to look at")
 
 
 @app.command()

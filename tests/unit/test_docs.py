@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import typer
 
-from bluegreen.orchestrator.cli import app, register
-from bluegreen.orchestrator.cli.app import COMMAND_MODULES
+from bluegreen.orchestrator.cli import register
+from bluegreen.orchestrator.cli.app import COMMAND_MODULES, app
 
 REPO = Path(__file__).resolve().parents[2]
 register()  # every command, as `bluegreen --help` sees them
