@@ -9,6 +9,10 @@ request. The warm previous colour's standby line is enabled; when the live colou
 ``observe layer4 … on-error mark-down`` takes it out on the first failed connection (in band,
 not a health-check interval later), and L7 retries with redispatch send the requests that hit it
 to the standby. Measured here: traffic on the standby within ~0.2 s of a SIGKILL.
+
+HAProxy's own health check decides whether a server takes traffic: a colour started a moment
+ago is DOWN to it until a check passes, however healthy it answers bluegreen. ``wait_servers_up``
+reads that decision (``show stat``); weights go to a colour only after it (switch.py).
 """
 
 from __future__ import annotations
