@@ -142,7 +142,7 @@ def _switch(dep: Deployment, to: str, away: str, expect: str | None = None) -> f
     from bluegreen.orchestrator.model.client import ModelClient
 
     check = expect is not None and dep.contract.version_from == "endpoint"
-    with ModelClient(dep.proxy_url, dep.contract, timeout=2) as client:  # made before the clock starts
+    with ModelClient(dep.proxy_url, dep.contract, timeout=2, headers=dep.proxy_headers) as client:  # before the clock
         began = time.monotonic()
         weights = {to: 100, away: 0}
         move_traffic(dep, weights)  # part of the RTO: the proxy must take the target as up first

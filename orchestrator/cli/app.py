@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bluegreen.orchestrator.cli.completers import fleet_members
 from bluegreen.orchestrator.errors import BluegreenError
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 @dataclass
 class Options:
     config: Path | None = None
+    deployment: str | None = None
+    fleet: Path | None = None
     verbose: bool = False
     json: bool = False
     emitted: bool = False  # a --json document is on stdout: an error after it goes to stderr, not a second one
@@ -53,19 +56,53 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 def _global(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Settings file (default: "
                       "$BLUEGREEN_CONFIG, else ./bluegreen.toml).", show_default=False)] = None,
+    deployment: Annotated[str | None, typer.Option("--deployment", "-d", help="A deployment of the fleet, by name: "
+                          "the command acts on it from any directory.", show_default=False,
+                          autocompletion=fleet_members)] = None,
+    fleet: Annotated[Path | None, typer.Option("--fleet", help="The fleet file (default: $BLUEGREEN_FLEET, else "
+                     "~/.config/bluegreen/fleet.toml).", show_default=False)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and more detail.")] = False,
 ) -> None:
     OPTIONS.config = config
+    OPTIONS.deployment = deployment
+    OPTIONS.fleet = fleet
     OPTIONS.verbose = verbose
 
 
 def current_deployment() -> Deployment:
+    """The deployment a command acts on: ``-d NAME`` of the fleet, else the settings file's (a member of
+    the fleet when the fleet file lists its directory)."""
     from bluegreen.orchestrator.deployment import Deployment
     from bluegreen.orchestrator.settings import cache as settings_cache
+    from bluegreen.orchestrator.settings.fleet import find_fleet, load_fleet
 
-    dep = Deployment(settings_cache.load(OPTIONS.config))
+    fleet_path = find_fleet(OPTIONS.fleet)
+    if OPTIONS.deployment is not None:
+        if OPTIONS.config is not None:
+            raise typer.BadParameter("give -d NAME (a deployment of the fleet) or -c FILE, not both",
+                                     param_hint="--deployment")
+        from bluegreen.orchestrator.core.fleet import member_settings
+
+        fleet = load_fleet(fleet_path)
+        member = fleet.member(OPTIONS.deployment)
+        dep = Deployment(member_settings(fleet, member), None, (fleet, member))
+    else:
+        settings = settings_cache.load(OPTIONS.config)
+        membership = None
+        if fleet_path.exists():
+            fleet = load_fleet(fleet_path)
+            at = fleet.member_at(settings.root)
+            membership = (fleet, at) if at is not None else None
+        dep = Deployment(settings, None, membership)
     OPTIONS.deployments.append(dep)
     return dep
+
+
+def current_fleet() -> Any:
+    """The fleet file the command names (--fleet, $BLUEGREEN_FLEET, ~/.config/bluegreen/fleet.toml), loaded."""
+    from bluegreen.orchestrator.settings.fleet import find_fleet, load_fleet
+
+    return load_fleet(find_fleet(OPTIONS.fleet))
 
 
 def _flush_notifications() -> None:
@@ -146,6 +183,7 @@ COMMAND_MODULES = {
     "completion": ("completion",),
     "images": ("images",),
     "backups": ("backup",),
+    "fleet": ("fleet",),
 }
 
 
@@ -167,7 +205,7 @@ def _invoked(argv: list[str]) -> str | None:
     for token in argv:
         if skip:
             skip = False
-        elif token in ("--config", "-c"):
+        elif token in ("--config", "-c", "--deployment", "-d", "--fleet"):
             skip = True
         elif not token.startswith("-"):
             return token

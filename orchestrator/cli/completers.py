@@ -17,13 +17,33 @@ def colours(incomplete: str) -> list[str]:
     return [c for c in ("blue", "green") if c.startswith(incomplete)]
 
 
+def fleet_members(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """The fleet's deployments, with their routes."""
+    from bluegreen.orchestrator.errors import BluegreenError
+    from bluegreen.orchestrator.settings.fleet import find_fleet, load_fleet
+
+    given = ctx.find_root().params.get("fleet")
+    try:
+        fleet = load_fleet(find_fleet(Path(given) if given else None))
+    except BluegreenError:
+        return []
+    return [(m.name, m.describe()) for m in fleet.members if m.name.startswith(incomplete)]
+
+
 def _settings(ctx: typer.Context) -> Any | None:
     """The deployment's settings from the cache (or validated), or None when there is no readable one."""
     from bluegreen.orchestrator.errors import BluegreenError
     from bluegreen.orchestrator.settings import cache
 
-    config = ctx.find_root().params.get("config")
+    root = ctx.find_root().params
+    config, name = root.get("config"), root.get("deployment")
     try:
+        if name:
+            from bluegreen.orchestrator.settings.fleet import find_fleet, load_fleet
+
+            given = root.get("fleet")
+            fleet = load_fleet(find_fleet(Path(given) if given else None))
+            return cache.load(fleet.directory(fleet.member(name)) / "bluegreen.toml")
         return cache.load(Path(config) if config else None)
     except (BluegreenError, OSError, ValueError):
         return None

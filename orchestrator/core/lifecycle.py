@@ -121,7 +121,8 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
 
 def ensure_proxy_image(dep: Deployment, progress: Progress = _quiet) -> None:
     """The supervised proxy's image, built (offline, about ten seconds) the first time it is needed."""
-    if dep.settings.proxy.supervisor != "container":
+    supervisor = dep.fleet[0].proxy.supervisor if dep.fleet is not None else dep.settings.proxy.supervisor
+    if supervisor != "container":
         return
     from bluegreen.environments.images import PROXY, build_images
     from bluegreen.orchestrator.proxy.supervise import PROXY_IMAGE

@@ -14,6 +14,7 @@ from bluegreen.orchestrator.model import quality
 from bluegreen.orchestrator.model.contract import Contract, resolve
 from bluegreen.orchestrator.model.health import Probe, probe
 from bluegreen.orchestrator.proxy import Backend, Proxy
+from bluegreen.orchestrator.proxy.fleet import Route, SharedHAProxy
 from bluegreen.orchestrator.proxy.haproxy import HAProxy, _socket_path
 from bluegreen.orchestrator.proxy.nginx import Nginx
 from bluegreen.orchestrator.settings.core import COLORS
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from bluegreen.backups.sets import BackupStore
     from bluegreen.environments.compose import Service
     from bluegreen.orchestrator.notify.webhooks import Notifier
+    from bluegreen.orchestrator.settings.fleet import Fleet, Member
     from bluegreen.orchestrator.settings.model import Settings
 
 CONTAINER_DATA_DIR = "/data"
@@ -41,13 +43,24 @@ class Slot:
 
 
 class Deployment:
-    """One blue/green deployment: its settings and the adapters built from them."""
+    """One blue/green deployment: its settings and the adapters built from them.
 
-    def __init__(self, settings: Settings, actor: str | None = None) -> None:
+    In a fleet (``fleet``: the fleet file and this deployment's entry in it), its proxy is its backend
+    in the fleet's one HAProxy, reached through the fleet's listener by its route.
+    """
+
+    def __init__(self, settings: Settings, actor: str | None = None, fleet: tuple[Fleet, Member] | None = None
+                 ) -> None:
         self.settings = settings
         self.actor = actor or default_actor()
+        self.fleet = fleet
 
-    SHARED = ("runtime", "engine", "proxy_engine", "contract", "proxy", "state", "backups", "notifier", "pitr")
+    @property
+    def name(self) -> str:
+        return str(self.settings.project)
+
+    SHARED = ("runtime", "engine", "proxy_engine", "contract", "proxy", "shared_proxy", "state", "backups", "notifier",
+              "pitr")
 
     def warm(self) -> Deployment:
         """Build the adapters a long-running process keeps: engine client, contract, proxy, state."""
@@ -57,7 +70,7 @@ class Deployment:
 
     def acting_as(self, actor: str) -> Deployment:
         """The same deployment, its adapters shared (already built ones), under another actor's name."""
-        other = Deployment(self.settings, actor)
+        other = Deployment(self.settings, actor, self.fleet)
         for name in self.SHARED:
             if name in self.__dict__:
                 other.__dict__[name] = self.__dict__[name]
@@ -156,9 +169,24 @@ class Deployment:
                                           "(runbooks/model-contract.md)") from None
 
     @cached_property
+    def shared_proxy(self) -> SharedHAProxy:
+        """The fleet's one HAProxy (in a fleet only)."""
+        assert self.fleet is not None
+        return shared_proxy(self.fleet[0])
+
+    @cached_property
     def proxy(self) -> Proxy:
         p = self.settings.proxy
         directory = self.settings.state_dir / p.driver
+        if self.fleet is not None:
+            fleet, member = self.fleet
+            shared = self.shared_proxy
+            c = self.contract
+            return HAProxy(directory, fleet.proxy.host, fleet.proxy.port, self.backends(), shared.binary,
+                           fleet.proxy.check_interval_ms, check_path=c.path(c.ready_path), check_status=c.ready_status,
+                           connect_timeout_ms=max(1, round(p.connect_timeout * 1000)), failover=p.failover,
+                           shield=p.retry_candidate_failures, shared=shared, name=member.name,
+                           strip_prefix=member.prefix if member.strip_prefix else "")
         supervisor = None
         if p.supervisor == "container":
             from bluegreen.orchestrator.proxy.supervise import ContainerSupervisor
@@ -249,7 +277,19 @@ class Deployment:
 
     @property
     def proxy_url(self) -> str:
+        """Where users reach this deployment: its proxy, or in a fleet the fleet's listener and its route's
+        prefix (with ``proxy_headers``' Host)."""
+        if self.fleet is not None:
+            fleet, member = self.fleet
+            return f"http://{fleet.proxy.host}:{fleet.proxy.port}{member.prefix}"
         return f"http://{self.settings.proxy.host}:{self.settings.proxy.port}"
+
+    @property
+    def proxy_headers(self) -> dict[str, str]:
+        """The Host header of this deployment's fleet route (none needed otherwise)."""
+        if self.fleet is not None and self.fleet[1].hosts:
+            return {"Host": self.fleet[1].hosts[0]}
+        return {}
 
     def slot(self, color: str) -> Slot:
         """Where a colour's server listens: its port and its extra named ports."""
@@ -342,3 +382,17 @@ class Deployment:
 
 def other(color: str) -> str:
     return "green" if color == "blue" else "blue"
+
+
+def shared_proxy(fleet: Fleet) -> SharedHAProxy:
+    """A fleet's one HAProxy, built from the fleet file alone; its container runs on this machine's engine."""
+    f = fleet.proxy
+    directory = fleet.proxy_dir.resolve()
+    supervisor = None
+    if f.supervisor == "container":
+        from bluegreen.orchestrator.proxy.supervise import ContainerSupervisor
+
+        supervisor = ContainerSupervisor(DockerRuntime(fleet.name, "", 30.0), fleet.name,
+                                         sorted({directory, _socket_path(directory).parent}))
+    return SharedHAProxy(directory, f.host, f.port, [Route(m.name, m.hosts, m.prefix) for m in fleet.members],
+                         "haproxy" if supervisor else f.binary, supervisor, str(fleet.path))

@@ -27,12 +27,14 @@ def clip(data: bytes | str) -> str:
 
 
 class ModelClient:
-    def __init__(self, base_url: str, contract: Contract, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, contract: Contract, timeout: float = 10.0,
+                 headers: dict[str, str] | None = None) -> None:
         import httpx
 
         self.base_url = base_url
         self.contract = contract
-        self._http = httpx.Client(base_url=base_url, timeout=timeout)
+        # ``headers``: a fleet's route by Host header, when the client goes through the shared proxy
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()

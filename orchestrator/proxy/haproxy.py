@@ -25,6 +25,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bluegreen.orchestrator.common.ports import require_free
 from bluegreen.orchestrator.common.private import private_dir
@@ -32,6 +33,9 @@ from bluegreen.orchestrator.errors import ProxyError
 from bluegreen.orchestrator.proxy.base import STANDBY, Backend, ServerStats, check_weights, write_atomically
 from bluegreen.orchestrator.proxy.base import output_tail as _tail
 from bluegreen.orchestrator.proxy.supervise import ProcessSupervisor, Supervisor
+
+if TYPE_CHECKING:
+    from bluegreen.orchestrator.proxy.fleet import SharedHAProxy
 
 BACKEND = "models"
 MAX_SOCKET_PATH = 97  # HAProxy refuses longer unix socket paths ("too long (max 97)")
@@ -67,18 +71,35 @@ backend {backend}
     default-server inter {inter}ms fastinter {fastinter}ms downinter {fastinter}ms fall 2 rise 1
 {servers}
 """
+# A deployment of a fleet: its backend alone, in its own file of the shared HAProxy's conf.d (fleet.py).
+FRAGMENT = """\
+# Written by bluegreen for the deployment {name}. Its weights and standby change live through the
+# fleet proxy's runtime API and are saved here, so a restart or a reload keeps them.
+backend {backend}
+    balance roundrobin
+    option httpchk GET {check_path}
+    http-check expect status {check_status}
+    timeout connect {connect_ms}ms
+    retries {retries}
+    option redispatch 1
+    retry-on {retry_on}{buffer}{strip}
+    default-server inter {inter}ms fastinter {fastinter}ms downinter {fastinter}ms fall 2 rise 1
+{servers}
+"""
 SERVER_LINE = re.compile(r"^\s*server (\S+) \S+ (?:weight (\d+) )?.*$", re.MULTILINE)
 
 
 class HAProxy:
-    """One HAProxy per deployment, its files under ``<state>/haproxy``."""
+    """A deployment's HAProxy: its own process, its files under ``<state>/haproxy``; or, in a fleet
+    (``shared``), its backend in the fleet's one HAProxy, in a file of its own there."""
 
     name = "haproxy"
 
     def __init__(self, directory: Path, host: str, port: int, backends: list[Backend],
                  binary: str = "haproxy", check_interval_ms: int = 1000, check_path: str = "/health",
                  check_status: int = 200, supervisor: Supervisor | None = None, connect_timeout_ms: int = 100,
-                 failover: bool = True, shield: bool = False) -> None:
+                 failover: bool = True, shield: bool = False, shared: SharedHAProxy | None = None,
+                 name: str = "", strip_prefix: str = "") -> None:
         self.directory = directory
         self.host = host
         self.port = port
@@ -90,10 +111,21 @@ class HAProxy:
         self.connect_timeout_ms = connect_timeout_ms
         self.failover = failover
         self.shield = shield
+        self.shared = shared
+        self.deployment = name
+        self.strip_prefix = strip_prefix  # a fleet route's prefix the model server does not see
+        if shared is not None:
+            self.backend = f"be_{name}"
+            self.config_path = shared.fragment_path(name)
+            self.pid_path = shared.pid_path
+            self.socket_path = shared.socket_path
+            self.supervisor: Supervisor = shared.supervisor
+            return
+        self.backend = BACKEND
         self.config_path = directory / "haproxy.cfg"
         self.pid_path = directory / "haproxy.pid"
         self.socket_path = _socket_path(directory)
-        self.supervisor: Supervisor = supervisor or ProcessSupervisor(
+        self.supervisor = supervisor or ProcessSupervisor(
             self.pid_path, str(self.config_path), "haproxy",
             "apt-get install haproxy, or set proxy.binary in bluegreen.toml")
 
@@ -107,6 +139,16 @@ class HAProxy:
                       + ("" if b.name == standby else " disabled")
                       for b in self.backends for server, port in b.servers()]
         retry_on = "conn-failure empty-response response-timeout" + (" 500 502 503 504" if self.shield else "")
+        if self.shared is not None:
+            strip = (f"\n    http-request replace-path ^{re.escape(self.strip_prefix)}/?(.*)$ /\\1"
+                     if self.strip_prefix else "")
+            return FRAGMENT.format(
+                name=self.deployment, backend=self.backend, check_path=self.check_path,
+                check_status=self.check_status, connect_ms=self.connect_timeout_ms, retry_on=retry_on,
+                retries=max(3, max((b.replicas for b in self.backends), default=1) + 2),
+                buffer="\n    option http-buffer-request" if self.shield or self.failover else "", strip=strip,
+                inter=self.check_interval_ms, fastinter=max(100, self.check_interval_ms // 4),
+                servers="\n".join(lines))
         return CONFIG.format(socket=self.socket_path, listen=f"{self.host}:{self.port}", backend=BACKEND,
                              inter=self.check_interval_ms, fastinter=max(100, self.check_interval_ms // 4),
                              check_path=self.check_path, check_status=self.check_status,
@@ -117,7 +159,7 @@ class HAProxy:
                              buffer="\n    option http-buffer-request" if self.shield or self.failover else "")
 
     def _write_config(self, weights: dict[str, int], standby: str | None) -> None:
-        private_dir(self.directory)
+        private_dir(self.config_path.parent)
         write_atomically(self.config_path, self.render(weights, standby))
 
     def _saved(self) -> tuple[dict[str, int], str | None]:
@@ -141,11 +183,23 @@ class HAProxy:
 
     # -- process -----------------------------------------------------------------------------
     def running(self) -> bool:
+        """Whether the proxy runs; in a fleet, whether the fleet's HAProxy runs with this backend loaded."""
+        if self.shared is not None:
+            return self.supervisor.running() and self.shared.has_backend(self.backend)
         return self.supervisor.running()
 
     def start(self, weights: dict[str, int], standby: str | None = None) -> None:
-        """Write the config, check it, and start HAProxy under its supervisor; wait for its socket."""
+        """Write the config, check it, and start HAProxy under its supervisor; wait for its socket.
+
+        In a fleet: write this deployment's backend, and start the shared HAProxy with it, or reload
+        the running one seamlessly when the backend is new or changed.
+        """
         check_weights(weights, [b.name for b in self.backends])
+        if self.shared is not None:
+            with self.shared.lock():
+                self._write_config(weights, standby)
+                self.shared.apply()
+            return
         require_free(self.host, self.port, "proxy.port")
         self._write_config(weights, standby)
         private_dir(self.socket_path.parent)
@@ -180,6 +234,11 @@ class HAProxy:
         wanted = self.render(weights, standby)
         if self.config_path.exists() and self.config_path.read_text() == wanted:
             return False
+        if self.shared is not None:
+            with self.shared.lock():
+                self._write_config(weights, standby)
+                self.shared.apply()
+            return True
         self._write_config(weights, standby)
         check = self.supervisor.check([self.binary, "-c", "-f", str(self.config_path)])
         if check.returncode != 0:
@@ -190,35 +249,40 @@ class HAProxy:
         return True
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Soft-stop (finish open requests), then terminate if it lingers."""
+        """Soft-stop (finish open requests), then terminate if it lingers.
+
+        In a fleet the shared HAProxy keeps serving the other deployments: this one's servers get no
+        traffic (weights 0, no standby), and its backend stays, so its route answers 503, not 404.
+        """
+        if self.shared is not None:
+            if self.running():
+                self.set_weights({b.name: 0 for b in self.backends})
+                self.set_standby(None)
+            return
         self.supervisor.stop(signal.SIGUSR1, timeout)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
     # -- runtime API -------------------------------------------------------------------------
     def command(self, line: str) -> str:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(5)
-                sock.connect(str(self.socket_path))
-                sock.sendall(line.encode() + b"\n")
-                chunks = []
-                while chunk := sock.recv(65536):
-                    chunks.append(chunk)
-        except OSError as exc:
-            raise ProxyError(f"haproxy's runtime socket {self.socket_path} does not answer: {exc}") from None
-        return b"".join(chunks).decode()
+        return runtime_command(self.socket_path, line)
 
     def set_weights(self, weights: dict[str, int]) -> None:
         """Apply weights live, then save them in the config file."""
         check_weights(weights, [b.name for b in self.backends])
-        for name, weight in weights.items():
-            for server in self._servers_of(name):
-                answer = self.command(f"set weight {BACKEND}/{server} {weight}").strip()
-                if answer:
-                    raise ProxyError(f"haproxy refused weight {weight} for {server}: {answer}")
-        saved_weights, standby = self._saved()
-        self._write_config({**saved_weights, **weights}, standby)
+        with self._saving():
+            for name, weight in weights.items():
+                for server in self._servers_of(name):
+                    answer = self.command(f"set weight {self.backend}/{server} {weight}").strip()
+                    if answer:
+                        raise ProxyError(f"haproxy refused weight {weight} for {server}: {answer}")
+            saved_weights, standby = self._saved()
+            self._write_config({**saved_weights, **weights}, standby)
+
+    def _saving(self) -> contextlib.AbstractContextManager[object]:
+        """In a fleet, a change and its saving happen between reloads, never across one (which would
+        start the new HAProxy from the file before the change reached it)."""
+        return self.shared.lock() if self.shared is not None else contextlib.nullcontext()
 
     def set_standby(self, color: str | None) -> None:
         """Make ``color`` the failover target (None: no standby), live and in the config file."""
@@ -227,14 +291,15 @@ class HAProxy:
         names = [b.name for b in self.backends]
         if color is not None:
             check_weights({color: 0}, names)
-        for name in names:
-            state = "ready" if name == color else "maint"
-            for server in self._servers_of(name):
-                answer = self.command(f"set server {BACKEND}/{server}{STANDBY} state {state}").strip()
-                if answer:
-                    raise ProxyError(f"haproxy refused to set {server}{STANDBY} {state}: {answer}")
-        weights, _ = self._saved()
-        self._write_config(weights or self.weights(), color)
+        with self._saving():
+            for name in names:
+                state = "ready" if name == color else "maint"
+                for server in self._servers_of(name):
+                    answer = self.command(f"set server {self.backend}/{server}{STANDBY} state {state}").strip()
+                    if answer:
+                        raise ProxyError(f"haproxy refused to set {server}{STANDBY} {state}: {answer}")
+            weights, _ = self._saved()
+            self._write_config(weights or self.weights(), color)
 
     def standby(self) -> str | None:
         """The colour HAProxy fails over to now, read from HAProxy itself."""
@@ -248,7 +313,7 @@ class HAProxy:
     def weights(self) -> dict[str, int]:
         out = {}
         for backend in self.backends:
-            answer = self.command(f"get weight {BACKEND}/{backend.name}").strip()
+            answer = self.command(f"get weight {self.backend}/{backend.name}").strip()
             try:
                 out[backend.name] = int(answer.split()[0])
             except (ValueError, IndexError):
@@ -263,7 +328,7 @@ class HAProxy:
             raise ProxyError(f"unexpected answer to 'show stat': {text[:200]!r}")
         header = lines[0][2:].split(",")
         rows = (dict(zip(header, line.split(","), strict=False)) for line in lines[1:])
-        return [row for row in rows if row.get("pxname") == BACKEND]
+        return [row for row in rows if row.get("pxname") == self.backend]
 
     def stats(self) -> dict[str, ServerStats]:
         """Per-server counters: the colours, and their standby lines as ``<colour>-standby``."""
@@ -295,6 +360,21 @@ class HAProxy:
             return len(status) == len(servers) and all(s in ("UP", "no check") for s in status.values())
 
         return _poll(all_up, timeout)
+
+
+def runtime_command(socket_path: Path, line: str) -> str:
+    """One command to HAProxy's runtime API on its unix socket, and the answer."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(socket_path))
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError as exc:
+        raise ProxyError(f"haproxy's runtime socket {socket_path} does not answer: {exc}") from None
+    return b"".join(chunks).decode()
 
 
 def _poll(check: Callable[[], bool], timeout: float) -> bool:

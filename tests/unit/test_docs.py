@@ -119,4 +119,4 @@ def test_each_command_is_registered_by_the_module_the_fast_path_imports_for_it()
              for name in names}
     assert registered == table
     assert list(ROOT.commands) == [name for names in COMMAND_MODULES.values() for name in names
-                                   if name not in ("images", "backup")] + ["images", "backup"]
+                                   if name not in ("images", "backup", "fleet")] + ["images", "backup", "fleet"]
