@@ -175,10 +175,12 @@ def haproxy_processes(project: Project) -> list[int]:
 class Traffic:
     """POST /predict through the proxy from a thread until stopped; every answer that is not a 200 counts."""
 
-    def __init__(self, url: str, pause: float = 0.02) -> None:
+    def __init__(self, url: str, pause: float = 0.02, headers: dict[str, str] | None = None) -> None:
         import threading
 
         self.url, self.pause, self.sent, self.failed = url, pause, 0, 0
+        self.headers = headers or {}
+        self.versions: dict[str, int] = {}  # model_version -> answers
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -186,11 +188,15 @@ class Traffic:
     def _run(self) -> None:
         import httpx
 
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=10, headers=self.headers) as client:
             while not self._stop.wait(self.pause):
                 try:
-                    ok = client.post(f"{self.url}/predict", json={"features": [5.9, 3.0, 5.1, 1.8]}).status_code == 200
-                except httpx.HTTPError:
+                    answer = client.post(f"{self.url}/predict", json={"features": [5.9, 3.0, 5.1, 1.8]})
+                    ok = answer.status_code == 200
+                    if ok:
+                        version = str(answer.json().get("model_version"))
+                        self.versions[version] = self.versions.get(version, 0) + 1
+                except (httpx.HTTPError, ValueError):
                     ok = False
                 self.sent += 1
                 self.failed += not ok
