@@ -16,18 +16,22 @@ from __future__ import annotations
 import hmac
 import threading
 import time
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import HTTPConnection
 
 from bluegreen.orchestrator.api import dashboard
 from bluegreen.orchestrator.api.guard import Gate, Guard, Refusal
-from bluegreen.orchestrator.core.events import EventLog
+from bluegreen.orchestrator.core.events import EventLog, Progress, tagged
 from bluegreen.orchestrator.deployment import Deployment
 from bluegreen.orchestrator.errors import BluegreenError, InvalidRequest, LockHeld
+
+if TYPE_CHECKING:
+    from bluegreen.orchestrator.automation.drill import DrillReport
 
 STATUS = {LockHeld: 409, InvalidRequest: 409}
 PUBLIC = frozenset({"/healthz", "/metrics"})
@@ -93,16 +97,26 @@ class AlertmanagerPayload(BaseModel):
 class Service:
     """What the API keeps between requests: the settings, the token, the events, the notifier."""
 
-    def __init__(self, settings: Any, token: str, events: EventLog, base: Deployment | None = None) -> None:
+    def __init__(self, settings: Any, token: str, events: EventLog, base: Deployment | None = None,
+                 drill_slot: Any = None, name: str | None = None) -> None:
         self.settings = settings
+        self.drill_slot = drill_slot  # a fleet's semaphore: drills of the host's deployments take turns
+        self.log = events
+        # In a fleet every event says which deployment it is about (GET /api/events?deployment=).
+        self.events: Progress = events if name is None else tagged(events, name)
         self.base = base or Deployment(settings, actor="serve")
         self.token = token
-        self.events = events
         self.started = time.time()
         # Rollback requests are taken one at a time; one that comes within serve.rollback_dedupe of the
         # last one asked for the same thing (a storm of pagers and dashboards) and is answered "already done".
         self.rollback_mutex = threading.Lock()
         self.last_rollback_done = -1e9
+
+    def drill(self, dep: Deployment) -> DrillReport:
+        """A drill now; in a fleet, queued behind the host's other drills (fleet [drills] concurrent)."""
+        from bluegreen.orchestrator.automation.drill import drill
+
+        return drill(dep, progress=self.events, slot=self.drill_slot)
 
     def deployment(self, request: Request, face: str = "api") -> Deployment:
         client = request.client.host if request.client else "unknown"
@@ -130,7 +144,8 @@ class Service:
             return result
 
 
-def create_app(service: Service, observer: Any = None) -> FastAPI:
+def base_app(started: float) -> FastAPI:
+    """The FastAPI app both serves share: errors as JSON with their status, arrival time, the schema, health."""
     # The schema and its pages need the token like the rest: they are served under /api.
     app = FastAPI(title="bluegreen", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
                   description="Blue/green releases of ML model servers: rollback, alerts, drills, status.")
@@ -151,48 +166,46 @@ def create_app(service: Service, observer: Any = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "uptime_s": round(time.time() - service.started, 1)}
+        return {"status": "ok", "uptime_s": round(time.time() - started, 1)}
 
-    @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
-    def metrics(request: Request) -> PlainTextResponse:
-        from bluegreen.orchestrator.api.metrics import render
+    return app
 
-        return PlainTextResponse(render(service.deployment(request)), media_type="text/plain; version=0.0.4")
 
-    def _rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
-        result = service.rollback(request, body.to, body.reason or "requested through the API", body.away_from)
-        return dict(result.to_dict())
+def rollback_through(service: Service, request: Request, body: RollbackBody) -> dict[str, Any]:
+    result = service.rollback(request, body.to, body.reason or "requested through the API", body.away_from)
+    return dict(result.to_dict())
 
-    @app.post("/api/rollback")
-    def api_rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
+
+def deployment_router(resolve: Callable[[Request], Service]) -> APIRouter:
+    """The endpoints of one deployment: at /api in a deployment's serve, at /api/deployments/{name} in a fleet's."""
+    router = APIRouter()
+    Svc = Annotated[Service, Depends(resolve)]
+
+    @router.post("/rollback")
+    def api_rollback(request: Request, body: RollbackBody, service: Svc) -> dict[str, Any]:
         """All traffic back to the previous version (or ``to``): a weight switch while it is warm."""
-        return _rollback(request, body)
+        return rollback_through(service, request, body)
 
-    @app.post("/api/models/rollback")
-    def api_models_rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
-        """The same as /api/rollback, under the path the service's runbooks name."""
-        return _rollback(request, body)
-
-    @app.post("/api/abort")
-    def api_abort(request: Request) -> dict[str, Any]:
+    @router.post("/abort")
+    def api_abort(request: Request, service: Svc) -> dict[str, Any]:
         from bluegreen.orchestrator.core.rollback import request as ask
 
         return ask(service.deployment(request), "abort", progress=service.events).to_dict()
 
-    @app.post("/api/promote")
-    def api_promote(request: Request) -> dict[str, Any]:
+    @router.post("/promote")
+    def api_promote(request: Request, service: Svc) -> dict[str, Any]:
         from bluegreen.orchestrator.core.rollback import request as ask
 
         return ask(service.deployment(request), "promote", progress=service.events).to_dict()
 
-    @app.get("/api/status")
-    def api_status(request: Request) -> dict[str, Any]:
+    @router.get("/status")
+    def api_status(request: Request, service: Svc) -> dict[str, Any]:
         from bluegreen.orchestrator.core.status import status
 
         return status(service.deployment(request)).to_dict()
 
-    @app.get("/api/history")
-    def api_history(request: Request, limit: int = 20) -> dict[str, Any]:
+    @router.get("/history")
+    def api_history(request: Request, service: Svc, limit: int = 20) -> dict[str, Any]:
         from bluegreen.orchestrator.state.journal import Journal
 
         dep = service.deployment(request)
@@ -200,30 +213,51 @@ def create_app(service: Service, observer: Any = None) -> FastAPI:
         return {"releases": [r.to_dict() for r in Journal(dep.state).recent(limit)],
                 "audit": [e.to_dict() for e in dep.state.history(limit)]}
 
-    @app.get("/api/backups")
-    def api_backups(request: Request) -> list[dict[str, Any]]:
+    @router.get("/backups")
+    def api_backups(request: Request, service: Svc) -> list[dict[str, Any]]:
         return [s.to_dict() for s in service.deployment(request).backups.all_sets()]
 
-    @app.post("/api/drills")
-    def api_drill(request: Request) -> dict[str, Any]:
+    @router.post("/drills")
+    def api_drill(request: Request, service: Svc) -> dict[str, Any]:
         """Run a rollback drill now (skipped, and said so, while a release holds the lock)."""
-        from bluegreen.orchestrator.automation.drill import drill
+        return service.drill(service.deployment(request)).to_dict()
 
-        return drill(service.deployment(request), progress=service.events).to_dict()
-
-    @app.get("/api/drills")
-    def api_drills(request: Request, limit: int = 20) -> list[dict[str, Any]]:
+    @router.get("/drills")
+    def api_drills(request: Request, service: Svc, limit: int = 20) -> list[dict[str, Any]]:
         from bluegreen.orchestrator.state.journal import Journal
 
         journal = Journal(service.deployment(request).state)
         return [r.to_dict() for r in journal.recent(500) if r.kind == "drill"][: max(1, min(limit, 500))]
 
+    return router
+
+
+def events_endpoint(app: FastAPI, events: EventLog) -> None:
     @app.get("/api/events")
-    def api_events(after: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
-        """Events after ``after`` (their ids count up); ``wait`` seconds for the first new one."""
-        if wait > 0:
-            return service.events.wait(after, min(wait, 30.0))
-        return service.events.since(after)
+    def api_events(after: int = 0, wait: float = 0.0, deployment: str | None = None) -> list[dict[str, Any]]:
+        """Events after ``after`` (their ids count up); ``wait`` seconds for the first new one; in a fleet,
+        ``deployment`` keeps only one deployment's."""
+        found = events.wait(after, min(wait, 30.0)) if wait > 0 else events.since(after)
+        return [e for e in found if deployment is None or e.get("deployment") == deployment]
+
+
+def create_app(service: Service, observer: Any = None) -> FastAPI:
+    app = base_app(service.started)
+
+    @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+    def metrics(request: Request) -> PlainTextResponse:
+        from bluegreen.orchestrator.api.metrics import render
+
+        return PlainTextResponse(render([service.deployment(request)]), media_type="text/plain; version=0.0.4")
+
+    app.include_router(deployment_router(lambda request: service), prefix="/api")
+
+    @app.post("/api/models/rollback")
+    def api_models_rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
+        """The same as /api/rollback, under the path the service's runbooks name."""
+        return rollback_through(service, request, body)
+
+    events_endpoint(app, service.log)
 
     @app.post("/api/alerts")
     def api_alerts(request: Request, payload: AlertmanagerPayload) -> dict[str, Any]:

@@ -141,7 +141,7 @@ class StateCollector(Collector):
         yield base
 
 
-def render(dep: Deployment) -> bytes:
+def render(deps: list[Deployment]) -> bytes:
     registry = CollectorRegistry()
-    registry.register(StateCollector(dep))
+    registry.register(StateCollector(deps[0]))
     return generate_latest(registry)

@@ -22,7 +22,14 @@ from bluegreen.orchestrator.state.journal import Journal
 
 ACTED = "alerts_acted"  # state doc: the alert keys that already caused an action
 KEEP = 5000  # keys remembered
-_one_at_a_time = threading.Lock()  # deliveries in parallel decide one after the other
+# Deliveries to one deployment decide one after the other; a fleet's deployments decide side by side.
+_guard = threading.Lock()
+_one_at_a_time: dict[str, threading.Lock] = {}
+
+
+def _lock_of(dep: Deployment) -> threading.Lock:
+    with _guard:
+        return _one_at_a_time.setdefault(str(dep.settings.state_dir), threading.Lock())
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,7 @@ def decide(alerts: list[Alert], rules: list[Any], acted: set[str]) -> tuple[str 
 
 def handle(dep: Deployment, alerts: list[Alert], progress: Progress) -> Outcome:
     """Record a delivery and carry out what it calls for, once."""
-    with _one_at_a_time:
+    with _lock_of(dep):
         acted = set((dep.state.get_doc(ACTED) or {}).get("keys", []))
         action, fates = decide(alerts, list(dep.settings.alerts.rules), acted)
         outcome = Outcome(len(alerts), sum(a.status == "firing" for a in alerts), action, matched=fates)

@@ -44,6 +44,7 @@ class DrillReport:
     archive: dict[str, Any] | None = None  # the continuous archive restored to a point, when backups.pitr is on
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    queued_s: float = 0.0  # in a fleet: the wait for the host's other drills (fleet [drills] concurrent)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,8 +54,9 @@ class DrillReport:
             return f"drill skipped: {'; '.join(self.reasons)}"
         rto = "n/a" if self.rto_s is None else f"{self.rto_s * 1000:.0f} ms"
         verdict = "passed" if self.ok else "FAILED: " + "; ".join(self.reasons)
+        queued = f"; queued {self.queued_s:.1f}s behind the host's other drills" if self.queued_s >= 0.1 else ""
         return (f"{self.kind} drill {verdict} (RTO {rto}, {self.failed_requests} failed requests, backup "
-                f"{self.backup.get('id', '-')} {'restored' if self.backup.get('ok') else 'NOT restored'})")
+                f"{self.backup.get('id', '-')} {'restored' if self.backup.get('ok') else 'NOT restored'}{queued})")
 
 
 def _user_failures(dep: Deployment) -> int:
@@ -62,8 +64,25 @@ def _user_failures(dep: Deployment) -> int:
     return sum(s.responses_5xx + s.errors for s in dep.proxy.stats().values())
 
 
-def drill(dep: Deployment, progress: Progress = _quiet) -> DrillReport:
-    """Run one drill, or report why it was skipped (a release holds the lock)."""
+def drill(dep: Deployment, progress: Progress = _quiet, slot: Any = None) -> DrillReport:
+    """Run one drill, or report why it was skipped (a release holds the lock).
+
+    ``slot`` (a fleet's semaphore) makes the drills of one host's deployments take turns: the
+    drill waits for it first, and its report says how long it was queued.
+    """
+    if slot is None:
+        return _drill(dep, progress)
+    queued = time.monotonic()
+    if not slot.acquire(blocking=False):
+        progress(f"drill of {dep.name}: queued behind the host's other drills")
+        slot.acquire()
+    try:
+        return _drill(dep, progress, round(time.monotonic() - queued, 3))
+    finally:
+        slot.release()
+
+
+def _drill(dep: Deployment, progress: Progress, queued_s: float = 0.0) -> DrillReport:
     d = dep.settings.drills
     deadline = time.monotonic() + (d.wait if d.when_busy == "wait" else 0)
     while True:
@@ -78,8 +97,11 @@ def drill(dep: Deployment, progress: Progress = _quiet) -> DrillReport:
     with lock, dep.state.action(dep.actor, "drill") as audit:
         from bluegreen.orchestrator.core.recovery import housekeeping
 
+        if queued_s >= 0.1:
+            audit.notes.append(f"queued {queued_s:.1f}s behind the host's other drills")
         audit.notes.extend(housekeeping(dep, progress))
         report = _drill_locked(dep, progress)
+        report.queued_s = queued_s
         audit.notes.append(report.summary())
         return report
 

@@ -71,6 +71,18 @@ class EventLog:
         return self.since(after)
 
 
+def tagged(log: EventLog, deployment: str) -> Progress:
+    """A progress callback that records each event as about ``deployment`` (a fleet's events, in one log)."""
+
+    def add(item: str) -> None:
+        event = as_event(item)
+        tagged_event = Event(event.kind, str(event), **{**event.data, "deployment": deployment})
+        tagged_event.at = event.at
+        log.add(tagged_event)
+
+    return add
+
+
 def tee(*receivers: Progress) -> Progress:
     """One progress callback that hands every event to each receiver."""
 
