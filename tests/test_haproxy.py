@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,17 +16,22 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bluegreen.orchestrator.analysis import steps as analysis
 from bluegreen.orchestrator.errors import PortInUse, ProxyError
 from bluegreen.orchestrator.proxy import Backend
 from bluegreen.orchestrator.proxy.haproxy import HAProxy, _socket_path
 from tests.conftest import free_ports, wait_for
 
 
-def backend_server(color: str, port: int) -> ThreadingHTTPServer:
+def backend_server(color: str, port: int, delay: float = 0.0) -> ThreadingHTTPServer:
+    """A colour's server on ``port`` answering {"color": ...}, ``delay`` seconds late."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go in two sends: no delayed-ACK wait between them
 
         def do_GET(self) -> None:
+            time.sleep(delay)
             body = json.dumps({"color": color}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -42,8 +49,9 @@ def backend_server(color: str, port: int) -> ThreadingHTTPServer:
 
 @pytest.fixture
 def proxy(tmp_path: Path) -> Iterator[HAProxy]:
+    """HAProxy in front of blue (answers at once) and green (answers after 60 ms)."""
     proxy_port, blue_port, green_port = free_ports(3)
-    servers = [backend_server("blue", blue_port), backend_server("green", green_port)]
+    servers = [backend_server("blue", blue_port), backend_server("green", green_port, delay=0.06)]
     p = HAProxy(tmp_path / "haproxy", "127.0.0.1", proxy_port,
                 [Backend("blue", "127.0.0.1", blue_port), Backend("green", "127.0.0.1", green_port)],
                 check_interval_ms=200)
@@ -183,6 +191,63 @@ def test_a_colour_is_up_only_when_haproxys_own_check_passed_on_every_replica(tmp
         assert [r.status for r in p.stats()["green"].replicas] == ["UP", "UP"]
         with pytest.raises(ProxyError, match="no backend named purple"):
             p.wait_servers_up("purple", 0)
+    finally:
+        p.stop()
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+
+
+def worker_pid(p: HAProxy) -> int:
+    return int(next(line.split()[1] for line in p.command("show info").splitlines() if line.startswith("Pid:")))
+
+
+def timed(before: dict[str, tuple[tuple[float, float], ...]], after: dict[str, tuple[tuple[float, float], ...]],
+          color: str) -> tuple[int, float | None]:
+    """Requests to ``color`` the proxy timed between two readings, and their p95 in ms."""
+    p95 = analysis.quantile(0.95, before[color], after[color])
+    return analysis.observed(before[color], after[color]), None if p95 is None else p95 * 1000
+
+
+def test_haproxy_times_each_colours_requests_across_a_reload_and_a_restart(proxy: HAProxy) -> None:
+    proxy.start({"blue": 50, "green": 50})
+    assert wait_for(lambda: both_up(proxy), timeout=5)
+    first = proxy.latency()
+    colors_seen(proxy, 20)
+    second = proxy.latency()
+    assert timed(first, second, "blue")[0] == 10
+    count, p95 = timed(first, second, "green")
+    assert count == 10 and p95 is not None and p95 >= 60  # green answers 60 ms late, or later
+    assert proxy.latency() == second  # read again: nothing is counted twice
+
+    old = worker_pid(proxy)
+    proxy.supervisor.send_signal(signal.SIGUSR2)  # a reload: a new worker, with a new, empty ring
+    assert wait_for(lambda: proxy.wait_ready(1) and worker_pid(proxy) != old, timeout=10)
+    assert wait_for(lambda: not Path(f"/proc/{old}").exists(), timeout=10)  # the old worker has finished
+    colors_seen(proxy, 20)
+    third = proxy.latency()
+    assert timed(second, third, "green")[0] == 10 and timed(second, third, "blue")[0] == 10
+
+    proxy.stop()
+    proxy.start({"blue": 50, "green": 50})
+    assert wait_for(lambda: both_up(proxy), timeout=5)
+    colors_seen(proxy, 20)
+    fourth = proxy.latency()
+    assert timed(third, fourth, "green")[0] == 10 and timed(third, fourth, "blue")[0] == 10
+
+
+def test_a_replicated_colours_timings_are_summed_over_its_servers(tmp_path: Path) -> None:
+    proxy_port, blue_port, first, second = free_ports(4)
+    low, high = sorted((first, second))
+    servers = [backend_server("blue", blue_port), backend_server("green", low), backend_server("green", high)]
+    p = HAProxy(tmp_path / "haproxy", "127.0.0.1", proxy_port,
+                [Backend("blue", "127.0.0.1", blue_port), Backend("green", "127.0.0.1", low, 2, high - low)])
+    try:
+        p.start({"blue": 0, "green": 100})
+        before = p.latency()
+        assert colors_seen(p, 20) == Counter(green=20)
+        assert timed(before, p.latency(), "green")[0] == 20  # both replicas' requests, as one colour
+        assert p.stats()["green"].responses_2xx == 20
     finally:
         p.stop()
         for s in servers:

@@ -95,9 +95,14 @@ def test_an_mlflow_model_is_released_rolled_back_and_a_wrong_contract_is_explain
     body = {"dataframe_split": {"columns": IRIS_COLUMNS, "data": [[6.3, 2.5, 5.0, 1.9]]}}
     assert httpx.post(f"{project.proxy_url}/invocations", json=body, timeout=10).json() == {"predictions": [2]}
 
-    released = project.run("release", "bluegreen-mlflow:v2", "--steps", "50,100", "--json", timeout=240)
+    with Traffic(f"{project.proxy_url}/invocations", body) as traffic:
+        released = project.run("release", "bluegreen-mlflow:v2", "--steps", "50,100", "--json", timeout=240)
     assert released.code == 0, released.err
+    assert traffic.failures == 0 and set(traffic.codes) == {200}
     doc = json.loads(released.out)
+    # MLflow's scoring server has no latency histogram: each step's p95 is the proxy's timing.
+    shift = next(s for s in doc["steps"] if s["name"] == "shift-50")
+    assert shift["analysis"]["p95_source"] == "proxy" and shift["analysis"]["p95_ms"] is not None
     gate = next(s for s in doc["steps"] if s["name"] == "gate")
     assert gate["version"] == "v2"  # read from the image label: MLflow's /version is MLflow's own
     assert gate["quality"]["candidate"]["accuracy"] >= 0.9 and gate["quality"]["source"].endswith("holdout.csv")
@@ -151,7 +156,9 @@ def test_an_mlserver_model_is_released_and_rolled_back_over_the_open_inference_p
     assert steps["gate"]["version"] == "v2"  # from the model's metadata, GET /v2/models/iris
     assert steps["gate"]["quality"]["candidate"]["accuracy"] >= 0.9
     assert steps["shift-50"]["analysis"]["requests"] > 0
-    assert steps["shift-50"]["analysis"]["p95_ms"] is not None  # MLServer's own histogram, on its metrics port
+    shift = steps["shift-50"]["analysis"]
+    assert shift["p95_ms"] is not None and shift["p95_source"] == "server histogram"  # on its metrics port
+    assert set(shift["p95_by_source"]) == {"server histogram", "proxy"}  # the proxy's figure beside it
     answer = httpx.post(f"{project.proxy_url}/v2/models/iris/infer", json=infer, timeout=10).json()
     assert (answer["model_version"], answer["outputs"][0]["data"]) == ("v2", [2])
     assert project.run("rollback").code == 0

@@ -15,13 +15,13 @@ from bluegreen.orchestrator.errors import ProxyError
 from bluegreen.orchestrator.proxy import Backend
 from bluegreen.orchestrator.proxy.nginx import Nginx
 from tests.conftest import Project, free_ports
-from tests.test_haproxy import backend_server
+from tests.test_haproxy import backend_server, timed
 
 
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[Nginx]:
     proxy_port, blue_port, green_port = free_ports(3)
-    servers = [backend_server("blue", blue_port), backend_server("green", green_port)]
+    servers = [backend_server("blue", blue_port), backend_server("green", green_port, delay=0.06)]
     p = Nginx(tmp_path / "nginx", "127.0.0.1", proxy_port,
               [Backend("blue", "127.0.0.1", blue_port), Backend("green", "127.0.0.1", green_port)])
     yield p
@@ -65,6 +65,24 @@ def test_stats_come_from_the_access_log(nginx: Nginx) -> None:
     stats = nginx.stats()
     assert stats["blue"].responses_2xx + stats["green"].responses_2xx == 10
     assert stats["blue"].responses_2xx == 5 and stats["green"].responses_5xx == 0
+
+
+def test_nginx_times_each_colours_requests_from_the_access_log_across_a_reload(nginx: Nginx) -> None:
+    nginx.start({"blue": 50, "green": 50})
+    first = nginx.latency()
+    colors_seen(nginx, 10)
+    second = nginx.latency()
+    assert timed(first, second, "blue")[0] == 5
+    count, p95 = timed(first, second, "green")
+    assert count == 5 and p95 is not None and p95 >= 60  # green answers 60 ms late, or later
+    assert nginx.latency() == second  # read again: nothing is counted twice
+    nginx.set_weights({"blue": 0, "green": 100})  # a reload; the log goes on
+    with httpx.Client(base_url=f"http://127.0.0.1:{nginx.port}", timeout=5) as client:
+        # Requests an old worker still took after the reload were timed too: count what answered.
+        answered = Counter(client.get("/").json()["color"] for _ in range(10))
+    third = nginx.latency()
+    assert timed(second, third, "green")[0] == answered["green"] >= 1
+    assert timed(second, third, "blue")[0] == answered["blue"]
 
 
 def test_a_config_that_fails_nginx_t_is_never_applied(nginx: Nginx) -> None:

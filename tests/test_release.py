@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -186,6 +188,36 @@ def test_a_step_whose_latency_is_too_high_rolls_back(live: Project) -> None:
     assert load.failures == 0 and set(load.codes) == {200}  # slow answers, but no request was lost
     [rec] = releases(live)
     assert [(s["name"], s["outcome"]) for s in rec["steps"]][-1] == ("shift-50", "failed")
+
+
+@pytest.mark.parametrize(
+    "proxy", [{}, {"BLUEGREEN_PROXY__SUPERVISOR": "process"}, {"BLUEGREEN_PROXY__DRIVER": "nginx"}],
+    ids=["haproxy-container", "haproxy-process", "nginx"])
+def test_a_slow_candidate_whose_server_has_no_latency_histogram_is_stopped_on_the_proxys_p95(
+        project: Project, docker_client: Any, proxy: dict[str, str]) -> None:
+    """As with MLflow or MLServer, the contract names no histogram: the proxy's own timings judge the step."""
+    project.env.update({"BLUEGREEN_MODEL__LATENCY_HISTOGRAM": "", "BLUEGREEN_ENVIRONMENTS__HEALTH_TIMEOUT": "20",
+                        **proxy})
+    assert project.run("up").code == 0
+    with contextlib.ExitStack() as stack:
+        # Eight clients at once, so that enough of the candidate's 700 ms answers arrive within the bake.
+        loads = [stack.enter_context(Load(project.proxy_url)) for _ in range(8)]
+        result = project.run("release", V2, "--env", "FAULT_LATENCY_MS=700", "--steps", "50,100", "--bake", "3s")
+    assert result.code == 11, result.err
+    # Eight clients give green at most ~34 of its 700 ms answers in 3 s, fewer than the 50 an early
+    # verdict needs: the step is judged when its bake ends, and its line says where the p95 came from.
+    assert re.search(r"shift-50: \d+ requests, errors 0\.0%, p95 \d+ms \(proxy\)", result.err), result.err
+    assert re.search(r"failed at shift-50: p95 latency \d+ms \(proxy\) is above 500ms", result.err), result.err
+    assert_blue_serves_alone(project)
+    assert {c for load in loads for c in load.codes} == {200}  # slow answers, never a wrong one
+    if "BLUEGREEN_PROXY__DRIVER" not in proxy:
+        # nginx's reloads reset a few kept-alive connections (BENCHMARKS.md); HAProxy loses none.
+        assert sum(load.failures for load in loads) == 0
+    [rec] = releases(project)
+    step = rec["steps"][-1]
+    assert (step["name"], step["outcome"]) == ("shift-50", "failed")
+    judged = step["detail"]["analysis"]  # history --json keeps the figure and its source
+    assert judged["p95_source"] == "proxy" and judged["p95_ms"] > 500 and judged["p95_timed"] >= 20
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -99,6 +100,8 @@ def test_release_and_rollback_with_three_replicas_per_colour(swarm_project: Proj
         release = project.run("release", "bluegreen-model:v2", "--steps", "50,100", "--bake", "2s", timeout=300)
         assert release.code == 0, release.err
         assert "on each of 3 replicas" in release.err
+        # The proxy timed the colour's requests on every replica, shown beside the servers' own histogram.
+        assert re.search(r"shift-50: .*p95 \d+ms \(server histogram\), proxy \d+ms", release.err), release.err
     finally:
         traffic.stop()
     assert traffic.failed == 0 and traffic.sent > 100, (traffic.sent, traffic.failed)

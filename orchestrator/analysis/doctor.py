@@ -123,8 +123,8 @@ def _metrics(d: Diagnosis, dep: Deployment, color: str) -> None:
     c = dep.contract
     url = dep.metrics_url(color)
     if url is None:
-        d.checks.append(Check("metrics", "skip", "the contract names no metrics: p95 comes only from Prometheus "
-                              "queries, drift is not measured", "model.metrics_path"))
+        d.checks.append(Check("metrics", "skip", "the contract names no metrics: each step's p95 comes from the "
+                              "proxy's timing of each request, drift is not measured", "model.metrics_path"))
         return
     try:
         text = httpx.get(url, timeout=5).text
@@ -132,10 +132,14 @@ def _metrics(d: Diagnosis, dep: Deployment, color: str) -> None:
         d.checks.append(Check("metrics", "FAIL", f"GET {url} failed: {type(exc).__name__}",
                               "model.metrics_path, model.metrics_port"))
         return
-    found = bool(parse_buckets(text, c.latency_histogram))
-    d.checks.append(Check("latency", "ok" if found else "FAIL",
-                          f"{c.latency_histogram or '(none)'} {'found' if found else 'not found'} at {url}",
-                          "model.latency_histogram"))
+    if not c.latency_histogram:
+        d.checks.append(Check("latency", "skip", "the contract names no latency histogram: each step's p95 comes "
+                              "from the proxy's timing of each request", "model.latency_histogram"))
+    else:
+        found = bool(parse_buckets(text, c.latency_histogram))
+        d.checks.append(Check("latency", "ok" if found else "FAIL",
+                              f"{c.latency_histogram} {'found' if found else 'not found'} at {url}",
+                              "model.latency_histogram"))
     bins = drift.distribution(text)
     d.checks.append(Check("drift", "ok" if bins else "skip",
                           f"prediction distribution over {len(bins)} bins" if bins else

@@ -1,9 +1,9 @@
 """Judging one traffic step: readings before and after the bake, and every check on their difference.
 
-A reading takes the proxy's counters for the candidate and both colours' Prometheus metrics
-(the contract says where they are). Judging the difference gives, as settings say:
-the proxy verdict (error rate and p95, analysis.py), the Prometheus verdict (sources/prometheus.py),
-and drift (drift.py). Each is recorded in the step's journal detail, whichever failed.
+A reading takes the proxy's counters and its timings of the candidate's requests, and both
+colours' Prometheus metrics (the contract says where they are). Judging the difference gives, as
+settings say: the proxy verdict (error rate and p95, analysis.py), the Prometheus verdict
+(sources/prometheus.py), and drift (drift.py). Each is recorded in the step's journal detail, whichever failed.
 """
 
 from __future__ import annotations
@@ -106,8 +106,13 @@ class StepCheck:
             raise ProxyError(f"the proxy reports no statistics for {self.candidate}")
         cand_buckets, cand_predictions = self._counters(self.candidate)
         _live_buckets, live_predictions = self._counters(self.live)
-        snap = replace(analysis.snapshot(stats, "", self.dep.contract.latency_histogram), buckets=cand_buckets)
+        snap = replace(analysis.snapshot(stats, "", self.dep.contract.latency_histogram), buckets=cand_buckets,
+                       proxy_buckets=self._proxy_latency())
         return Reading(snap, cand_predictions, live_predictions)
+
+    def _proxy_latency(self) -> tuple[tuple[float, float], ...]:
+        """The proxy's histogram of the candidate's requests (its replicas summed)."""
+        return self.dep.proxy.latency().get(self.candidate, ())
 
     def watch(self, before: Reading) -> list[str]:
         """Reasons to fail now, from the candidate's counters so far (read every sample interval)."""
@@ -116,14 +121,16 @@ class StepCheck:
         if stats is None:
             return []
         buckets = self._counters(self.candidate)[0] if self.dep.contract.latency_histogram else ()
-        now = replace(analysis.snapshot(stats, "", self.dep.contract.latency_histogram), buckets=buckets)
+        now = replace(analysis.snapshot(stats, "", self.dep.contract.latency_histogram), buckets=buckets,
+                      proxy_buckets=self._proxy_latency())
         forgiven = analysis.lost_replicas(before.proxy, now).forgiven  # a dead task's redispatched attempts
         requests = max(0, now.responses - before.proxy.responses - forgiven)
         errors = max(0, now.errors - before.proxy.errors - forgiven)
-        p95 = analysis.quantile(0.95, before.proxy.buckets, now.buckets)
+        lat = analysis.latency(before.proxy, now)
         self.last_sample = {"color": self.candidate, "requests": requests, "errors": errors,
                             "error_rate": round(errors / requests, 4) if requests else 0.0,
-                            "p95_ms": None if p95 is None else round(p95 * 1000, 1)}
+                            "p95_ms": None if lat.p95_ms is None else round(lat.p95_ms, 1),
+                            "p95_source": lat.source, "p95_timed": lat.timed}
         return analysis.conclusive_failure(before.proxy, now, a.max_error_rate, a.max_p95_ms, a.confidence,
                                            max(a.min_requests, 10))
 

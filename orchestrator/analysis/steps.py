@@ -1,9 +1,19 @@
 """The step analysis from the proxy's side: error rate and latency of the candidate over a bake.
 
-The candidate's error rate comes from the proxy's own per-server counters, its p95 latency from
-the latency histogram in its Prometheus metrics (the contract names the family), both as deltas
-over the bake. The gate before traffic is gate.py; quality, replay and drift have their own
-modules, and Prometheus queries are sources/prometheus.py.
+The candidate's error rate comes from the proxy's own per-server counters, both as deltas over
+the bake. Its p95 latency comes from one of two histograms, and every figure says which:
+
+- ``server histogram``: the latency histogram in the server's Prometheus metrics (the contract
+  names the family). Judged whenever it observed the window's requests: it is the figure the
+  team chose and sees on its own dashboards, and it holds no proxy or network time.
+- ``proxy``: the proxy's own timing of each request it forwarded to the colour (proxy/timings.py).
+  Judged when the server exposes no histogram (MLflow, MLServer and custom servers unless one is
+  configured), so no step passes on its error rate alone; shown beside the server's figure
+  otherwise, where a difference between the two is time the server's own timer does not see
+  (a request waiting for a busy event loop, say).
+
+The gate before traffic is gate.py; quality, replay and drift have their own modules, and
+Prometheus queries are sources/prometheus.py.
 """
 
 from __future__ import annotations
@@ -15,16 +25,58 @@ from typing import Any
 
 from bluegreen.orchestrator.proxy import ServerStats
 
+SERVER_HISTOGRAM = "server histogram"
+PROXY = "proxy"
+
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Counters at one moment: the proxy's view of a colour and the colour's latency histogram."""
+    """Counters at one moment: the proxy's view of a colour and the colour's latency histograms."""
 
     responses: int
     errors: int  # 5xx answers plus connection and response errors seen by the proxy
-    buckets: tuple[tuple[float, float], ...]  # (upper bound, cumulative count)
+    buckets: tuple[tuple[float, float], ...]  # the server's histogram: (upper bound, cumulative count)
     # A replicated colour: per replica, (times the proxy took it out, attempts it failed).
     replicas: tuple[tuple[int, int], ...] = ()
+    proxy_buckets: tuple[tuple[float, float], ...] = ()  # the proxy's timings of the colour's requests
+
+
+@dataclass(frozen=True)
+class Latency:
+    """A window's p95: the figure judged, where it came from, and every source's own figure."""
+
+    p95_ms: float | None
+    source: str  # SERVER_HISTOGRAM, PROXY, or "" when neither timed a request
+    timed: int  # the requests the judged figure rests on
+    by_source: dict[str, float]  # each source that timed requests in the window: its p95 in ms
+
+    def describe(self) -> str:
+        """``12ms (server histogram), proxy 13ms``, ``737ms (proxy)`` or ``n/a``."""
+        if self.p95_ms is None:
+            return "n/a"
+        others = "".join(f", {name} {ms:.0f}ms" for name, ms in self.by_source.items() if name != self.source)
+        return f"{self.p95_ms:.0f}ms ({self.source}){others}"
+
+
+def observed(before: tuple[tuple[float, float], ...], after: tuple[tuple[float, float], ...]) -> int:
+    """How many observations a histogram gained between two readings."""
+    if not after:
+        return 0
+    return max(0, round(after[-1][1] - dict(before).get(after[-1][0], 0.0)))
+
+
+def latency(before: Snapshot, after: Snapshot) -> Latency:
+    """The window's p95: from the server's histogram when it timed requests, else the proxy's."""
+    figures: dict[str, tuple[float, int]] = {}
+    for name, old, new in ((SERVER_HISTOGRAM, before.buckets, after.buckets),
+                           (PROXY, before.proxy_buckets, after.proxy_buckets)):
+        p95 = quantile(0.95, old, new)
+        if p95 is not None:
+            figures[name] = (p95 * 1000, observed(old, new))
+    if not figures:
+        return Latency(None, "", 0, {})
+    source = next(iter(figures))  # the server's first, when it has one
+    return Latency(figures[source][0], source, figures[source][1], {k: v[0] for k, v in figures.items()})
 
 
 @dataclass
@@ -36,12 +88,15 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     replicas_replaced: int = 0  # replicas that died once and were taken out, their failed attempts not counted
     attempts_forgiven: int = 0
+    p95_source: str = ""  # SERVER_HISTOGRAM or PROXY: where the judged p95 came from ("" = nowhere)
+    p95_timed: int = 0  # the requests it rests on
+    p95_by_source: dict[str, float] = field(default_factory=dict)  # every source's p95 in ms
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
-        p95 = "n/a" if self.p95_ms is None else f"{self.p95_ms:.0f}ms"
+        p95 = Latency(self.p95_ms, self.p95_source, self.p95_timed, self.p95_by_source).describe()
         line = f"{self.requests} requests, errors {self.error_rate:.1%}, p95 {p95}"
         if self.replicas_replaced:
             line += (f"; {self.replicas_replaced} replica(s) died and were taken out, their "
@@ -142,16 +197,16 @@ def judge(before: Snapshot, after: Snapshot, max_error_rate: float, max_p95_ms: 
     errors = max(0, after.errors - before.errors - loss.forgiven)
     reasons = list(loss.reasons)
     error_rate = errors / requests if requests else 0.0
-    p95 = quantile(0.95, before.buckets, after.buckets)
-    p95_ms = None if p95 is None else p95 * 1000
+    lat = latency(before, after)
     if requests < min_requests:
         reasons.append(f"only {requests} requests reached it during the bake (analysis.min_requests = {min_requests})")
     if error_rate > max_error_rate:
         reasons.append(f"error rate {error_rate:.1%} ({errors} of {requests}) is above {max_error_rate:.1%}")
-    if p95_ms is not None and p95_ms > max_p95_ms:
-        reasons.append(f"p95 latency {p95_ms:.0f}ms is above {max_p95_ms:.0f}ms")
-    return Verdict(ok=not reasons, requests=requests, error_rate=error_rate, p95_ms=p95_ms, reasons=reasons,
-                   replicas_replaced=loss.taken_out, attempts_forgiven=loss.forgiven)
+    if lat.p95_ms is not None and lat.p95_ms > max_p95_ms:
+        reasons.append(f"p95 latency {lat.p95_ms:.0f}ms ({lat.source}) is above {max_p95_ms:.0f}ms")
+    return Verdict(ok=not reasons, requests=requests, error_rate=error_rate, p95_ms=lat.p95_ms, reasons=reasons,
+                   replicas_replaced=loss.taken_out, attempts_forgiven=loss.forgiven, p95_source=lat.source,
+                   p95_timed=lat.timed, p95_by_source=lat.by_source)
 
 
 def wilson_lower(errors: int, n: int, z: float) -> float:
@@ -182,9 +237,8 @@ def conclusive_failure(before: Snapshot, now: Snapshot, max_error_rate: float, m
     if requests >= min_evidence and errors and wilson_lower(errors, requests, z) > max_error_rate:
         reasons.append(f"error rate {errors / requests:.1%} ({errors} of {requests}) is above {max_error_rate:.1%} "
                        f"at {confidence:.0%} confidence (the lower bound is {wilson_lower(errors, requests, z):.1%})")
-    observed = (now.buckets[-1][1] - dict(before.buckets).get(now.buckets[-1][0], 0.0)) if now.buckets else 0
-    if observed >= max(min_evidence, 50):
-        p95 = quantile(0.95, before.buckets, now.buckets)
-        if p95 is not None and p95 * 1000 > max_p95_ms:
-            reasons.append(f"p95 latency {p95 * 1000:.0f}ms is above {max_p95_ms:.0f}ms ({observed:.0f} requests)")
+    lat = latency(before, now)
+    if lat.p95_ms is not None and lat.timed >= max(min_evidence, 50) and lat.p95_ms > max_p95_ms:
+        reasons.append(f"p95 latency {lat.p95_ms:.0f}ms ({lat.source}) is above {max_p95_ms:.0f}ms "
+                       f"({lat.timed} requests)")
     return reasons

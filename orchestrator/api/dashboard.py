@@ -196,14 +196,13 @@ def render_sections(snap: dict[str, Any], csrf: str) -> dict[str, str]:
     for color in ("blue", "green"):
         env = envs.get(color) or {}
         p = latest.get(color) or {}
-        p95 = p.get("p95_ms")
         rows.append(
             f'<tr id="row-{color}"><td class="{color}">{color}{" ●" if color == live else ""}</td>'
             f'<td>{e(env.get("version") or "—")}</td><td>{e(env.get("container", "absent"))}</td>'
             f'<td class="{"ok" if env.get("healthy") else "bad" if env.get("container") == "running" else "muted"}">'
             f'{e(env.get("health", "not checked"))}</td><td id="weight-{color}">{_weight(st, color)}</td>'
             f'<td class="num">{p.get("rps", 0):.0f}</td><td class="num">{100 * p.get("error_rate", 0.0):.2f} %</td>'
-            f'<td class="num">{"—" if p95 is None else f"{p95:.1f} ms"}</td></tr>')
+            f'<td class="num">{_p95(p)}</td></tr>')
     sections["colours"] = ('<h2>Colours</h2><table><tr><th>colour</th><th>version</th><th>container</th>'
                            '<th>health</th><th>weight</th><th>req/s</th><th>errors</th><th>p95</th></tr>'
                            + "".join(rows) + "</table>")
@@ -253,10 +252,17 @@ def render_sections(snap: dict[str, Any], csrf: str) -> dict[str, str]:
 def _candidate_figures(point: dict[str, Any] | None) -> str:
     if not point:
         return ""
-    p95 = point.get("p95_ms")
     return (f'<p id="candidate-figures">Candidate now: {point.get("rps", 0):.0f} req/s, errors '
-            f'{100 * point.get("error_rate", 0.0):.2f} %, p95 {"—" if p95 is None else f"{p95:.1f} ms"} '
-            f'(weight {point.get("weight", 0)})</p>')
+            f'{100 * point.get("error_rate", 0.0):.2f} %, p95 {_p95(point)} (weight {point.get("weight", 0)})</p>')
+
+
+def _p95(point: dict[str, Any]) -> str:
+    """``12.3 ms`` and where it came from (the server's histogram or the proxy's timings)."""
+    p95 = point.get("p95_ms")
+    if p95 is None:
+        return "—"
+    source = point.get("p95_source")
+    return f'{p95:.1f} ms' + (f' <span class="muted">{e(source)}</span>' if source else "")
 
 
 def _drill_detail(rec: dict[str, Any]) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 One thread in ``serve`` reads the deployment (status from the proxy, the engine and the colours;
 the release in progress; drills, backups and history from the journal) and each colour's traffic:
 requests per second, error rate and p95 latency over the last interval, from the proxy's per-server
-counters and the colour's latency histogram, the same figures a release step judges. Viewers wait
-for the next reading (server-sent events); nobody's page load makes the deployment do more work.
+counters and the colour's latency histogram (or the proxy's timings when it has none), the same
+figures a release step judges. Viewers wait for the next reading (server-sent events); nobody's
+page load makes the deployment do more work.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -146,6 +148,7 @@ class Observer:
         dep = self.dep
         try:
             stats = dep.proxy.stats()
+            timings = dep.proxy.latency()
         except BluegreenError:
             return  # the proxy is down: no traffic to chart (status says why)
         for color in COLORS:
@@ -162,7 +165,8 @@ class Observer:
                     text = body.decode(errors="replace") if code == 200 else ""
                 except OSError:
                     text = ""
-            snap = analysis.snapshot(s, text, dep.contract.latency_histogram)
+            snap = replace(analysis.snapshot(s, text, dep.contract.latency_histogram),
+                           proxy_buckets=timings.get(color, ()))
             before = self._previous.get(color)
             self._previous[color] = (now, snap)
             if before is None:
@@ -170,7 +174,8 @@ class Observer:
             seconds = max(1e-6, now - before[0])
             requests = max(0, snap.responses - before[1].responses)
             errors = max(0, snap.errors - before[1].errors)
-            p95 = analysis.quantile(0.95, before[1].buckets, snap.buckets)
+            lat = analysis.latency(before[1], snap)
             self.points.append({"t": round(now, 2), "color": color, "rps": round(requests / seconds, 1),
                                 "error_rate": round(errors / requests, 4) if requests else 0.0,
-                                "p95_ms": None if p95 is None else round(p95 * 1000, 1), "weight": s.weight})
+                                "p95_ms": None if lat.p95_ms is None else round(lat.p95_ms, 1),
+                                "p95_source": lat.source, "weight": s.weight})

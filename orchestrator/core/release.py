@@ -434,7 +434,7 @@ class _Executor:
                                         **check.last_sample))
                 if reasons:
                     self.bake_seconds += now - began
-                    self.failed_detail = {"detected_after_s": round(now - began, 3)}
+                    self.failed_detail = {"detected_after_s": round(now - began, 3), "sample": check.last_sample}
                     raise ReleaseFailed("; ".join(reasons) + f" (after {now - began:.1f}s of a {seconds:g}s bake)")
             left = deadline - time.monotonic()
             if left <= 0:

@@ -30,8 +30,14 @@ from bluegreen.orchestrator.common.ports import require_free
 from bluegreen.orchestrator.common.private import private_dir
 from bluegreen.orchestrator.errors import ProxyError
 from bluegreen.orchestrator.proxy.base import output_tail, write_atomically
-from bluegreen.orchestrator.proxy.haproxy import _poll, _socket_path, runtime_command
+from bluegreen.orchestrator.proxy.haproxy import RING, RING_BYTES, _poll, _socket_path, runtime_command
 from bluegreen.orchestrator.proxy.supervise import ProcessSupervisor, Supervisor
+from bluegreen.orchestrator.proxy.timings import FLEET_LOG_FORMAT
+from bluegreen.orchestrator.proxy.timings import RING as TIMINGS_RING
+
+# Every deployment's requests go to one ring: each line names the backend with the server.
+FLEET_LOG = (f"\n    log ring@{TIMINGS_RING} len 256 format raw local0 info"
+             f"\n    log-format \"{FLEET_LOG_FORMAT}\"")
 
 # What a deployment changes live, through the runtime API, and saves in its file: not a reason to reload.
 LIVE = re.compile(r" weight \d+| disabled(?=\n)")
@@ -43,7 +49,7 @@ global
     stats socket {socket} mode 600 level admin
     maxconn 8000
     hard-stop-after 30s
-
+{ring}
 defaults
     mode http
     timeout connect 100ms
@@ -52,7 +58,7 @@ defaults
     timeout http-keep-alive 10s
 
 frontend fleet_in
-    bind {listen}
+    bind {listen}{log}
 {routes}
     default_backend fleet_unrouted
 
@@ -127,6 +133,7 @@ class SharedHAProxy:
         routes = sorted((r for r in self.routes if r.name in written), key=Route.rank)
         lines = [line for r in routes for line in r.lines()]
         return FRONTEND.format(fleet=self.fleet_file, socket=self.socket_path, listen=f"{self.host}:{self.port}",
+                               ring=RING.format(size=RING_BYTES * 4), log=FLEET_LOG,
                                routes="\n".join(lines) if lines else "    # no deployment yet",
                                unrouted=UNROUTED)
 

@@ -22,6 +22,7 @@ import hashlib
 import re
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,8 @@ from bluegreen.orchestrator.errors import ProxyError
 from bluegreen.orchestrator.proxy.base import STANDBY, Backend, ServerStats, check_weights, write_atomically
 from bluegreen.orchestrator.proxy.base import output_tail as _tail
 from bluegreen.orchestrator.proxy.supervise import ProcessSupervisor, Supervisor
+from bluegreen.orchestrator.proxy.timings import HAPROXY_LOG_FORMAT, Buckets, Histogram, RingReader, haproxy_timings
+from bluegreen.orchestrator.proxy.timings import RING as TIMINGS_RING
 
 if TYPE_CHECKING:
     from bluegreen.orchestrator.proxy.fleet import SharedHAProxy
@@ -47,7 +50,7 @@ global
     stats socket {socket} mode 600 level admin
     maxconn 4096
     hard-stop-after 30s
-
+{ring}
 defaults
     mode http
     timeout connect {connect_ms}ms
@@ -61,7 +64,7 @@ defaults
     retry-on {retry_on}{buffer}
 
 frontend models_in
-    bind {listen}
+    bind {listen}{log}
     default_backend {backend}
 
 backend {backend}
@@ -86,6 +89,14 @@ backend {backend}
     default-server inter {inter}ms fastinter {fastinter}ms downinter {fastinter}ms fall 2 rise 1
 {servers}
 """
+# Each request's server and timings, written into a ring in HAProxy's memory: no syscall and no
+# disk on the request's path; bluegreen dumps it through the runtime socket (see timings.py).
+RING = (f"\nring {TIMINGS_RING}\n"
+        "    description \"each request's server and timings, read by bluegreen for a step's p95\"\n"
+        "    format raw\n    maxlen 256\n    size {size}\n")
+LOG = (f"\n    log ring@{TIMINGS_RING} len 256 format raw local0 info"
+       f"\n    log-format \"{HAPROXY_LOG_FORMAT}\"")
+RING_BYTES = 1 << 20  # ~25,000 request lines: seconds of the busiest traffic between two reads
 SERVER_LINE = re.compile(r"^\s*server (\S+) \S+ (?:weight (\d+) )?.*$", re.MULTILINE)
 
 
@@ -99,7 +110,7 @@ class HAProxy:
                  binary: str = "haproxy", check_interval_ms: int = 1000, check_path: str = "/health",
                  check_status: int = 200, supervisor: Supervisor | None = None, connect_timeout_ms: int = 100,
                  failover: bool = True, shield: bool = False, shared: SharedHAProxy | None = None,
-                 name: str = "", strip_prefix: str = "") -> None:
+                 name: str = "", strip_prefix: str = "", timings: bool = True) -> None:
         self.directory = directory
         self.host = host
         self.port = port
@@ -111,6 +122,10 @@ class HAProxy:
         self.connect_timeout_ms = connect_timeout_ms
         self.failover = failover
         self.shield = shield
+        self.timings = timings  # each request's line in the ring (off only to measure what it costs)
+        self._ring = RingReader()
+        self._latency = {b.name: Histogram() for b in backends}
+        self._latency_lock = threading.Lock()  # the place in the ring is read on from where the last read stopped
         self.shared = shared
         self.deployment = name
         self.strip_prefix = strip_prefix  # a fleet route's prefix the model server does not see
@@ -149,7 +164,9 @@ class HAProxy:
                 buffer="\n    option http-buffer-request" if self.shield or self.failover else "", strip=strip,
                 inter=self.check_interval_ms, fastinter=max(100, self.check_interval_ms // 4),
                 servers="\n".join(lines))
-        return CONFIG.format(socket=self.socket_path, listen=f"{self.host}:{self.port}", backend=BACKEND,
+        return CONFIG.format(ring=RING.format(size=RING_BYTES) if self.timings else "",
+                             log=LOG if self.timings else "", socket=self.socket_path,
+                             listen=f"{self.host}:{self.port}", backend=BACKEND,
                              inter=self.check_interval_ms, fastinter=max(100, self.check_interval_ms // 4),
                              check_path=self.check_path, check_status=self.check_status,
                              connect_ms=self.connect_timeout_ms, retry_on=retry_on, servers="\n".join(lines),
@@ -360,6 +377,23 @@ class HAProxy:
             return len(status) == len(servers) and all(s in ("UP", "no check") for s in status.values())
 
         return _poll(all_up, timeout)
+
+    def latency(self) -> dict[str, Buckets]:
+        """Each colour's latency histogram from HAProxy's request lines, its replicas summed.
+
+        Counted from this object's first call; read it again and compare (a quantile of the
+        difference). Requests HAProxy answered while it was being reloaded, or more than its ring
+        holds between two calls, are not counted: the histogram's total says how many were.
+        """
+        # In a fleet the one ring holds every deployment's requests: lines name the backend too.
+        prefix = f"{self.backend}/" if self.shared is not None else ""
+        servers = {prefix + server: b.name for b in self.backends for server, _port in b.servers()}
+        with self._latency_lock:
+            lines = self._ring.new_lines(self.command(f"show events {TIMINGS_RING}"))
+            for (server, seconds), n in haproxy_timings(lines).items():
+                if server in servers:
+                    self._latency.setdefault(servers[server], Histogram()).observe(seconds, n)
+            return {name: h.cumulative() for name, h in self._latency.items()}
 
 
 def runtime_command(socket_path: Path, line: str) -> str:

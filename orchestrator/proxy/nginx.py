@@ -3,7 +3,8 @@
 A config that fails ``nginx -t`` is never put in place. Open-source nginx has no API to read
 weights or per-server counters, so ``weights`` reads the config the running master loaded (the
 file is only ever replaced by a tested config followed by a reload) and ``stats`` counts the
-access log, which records the upstream each request went to (read incrementally).
+access log, which records the upstream each request went to (read incrementally), and ``latency``
+buckets the time each took (``$upstream_response_time``).
 Weights are percentages; nginx takes weights of 1 or more, so 0 is written as ``down``, and the
 warm previous colour as a ``backup`` server: with ``max_fails=1`` on the live server and
 ``proxy_next_upstream`` (POST included: ``non_idempotent``), a request that finds the live colour
@@ -12,7 +13,6 @@ dead is passed to the standby, and the live colour is left alone for ``fail_time
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -26,6 +26,7 @@ from bluegreen.orchestrator.errors import ProxyError
 from bluegreen.orchestrator.proxy.base import Backend, ServerStats, check_weights
 from bluegreen.orchestrator.proxy.base import output_tail as _tail
 from bluegreen.orchestrator.proxy.supervise import ProcessSupervisor, Supervisor
+from bluegreen.orchestrator.proxy.timings import Buckets, Histogram, nginx_timing
 
 CONFIG = """\
 # Written by bluegreen. Edit bluegreen.toml, not this file.
@@ -90,6 +91,7 @@ class Nginx:
         self._log_offset = 0
         self._stats_lock = threading.Lock()
         self._counts: dict[str, list[float]] = {b.name: [0, 0, 0, 0, 0.0] for b in backends}
+        self._latency = {b.name: Histogram() for b in backends}
 
     def render(self, weights: dict[str, int], standby: str | None = None) -> str:
         lines = []
@@ -227,9 +229,27 @@ class Nginx:
 
     def stats(self) -> dict[str, ServerStats]:
         with self._stats_lock:  # the counts are read on from where the last call stopped
-            return self._stats()
+            self._read_log()
+            counts = {name: list(c) for name, c in self._counts.items()}
+        weights = self.weights()
+        return {name: ServerStats(status="UP" if weights.get(name, 0) else "MAINT", weight=weights.get(name, 0),
+                                  current_sessions=0, total_sessions=int(c[0] + c[3]),
+                                  responses_total=int(c[0]), responses_2xx=int(c[1]), responses_5xx=int(c[2]),
+                                  errors=int(c[3]), avg_response_ms=int(1000 * c[4] / c[0]) if c[0] else 0)
+                for name, c in counts.items()}
 
-    def _stats(self) -> dict[str, ServerStats]:
+    def latency(self) -> dict[str, Buckets]:
+        """Each colour's latency histogram from ``$upstream_response_time`` in the access log.
+
+        Counted from this object's first read of the log, and never reset (a rotated log is read on
+        from its start); compare two readings.
+        """
+        with self._stats_lock:
+            self._read_log()
+            return {name: h.cumulative() for name, h in self._latency.items()}
+
+    def _read_log(self) -> None:
+        """Count the access log's lines written since the last read."""
         by_addr = {f"{b.host}:{b.port}": b.name for b in self.backends}
         try:
             with open(self.access_log) as fh:
@@ -259,14 +279,11 @@ class Nginx:
                     c[2] += status.startswith("5")
                 else:
                     c[3] += 1
-                with contextlib.suppress(ValueError):
-                    c[4] += float(seconds)
-        weights = self.weights()
-        return {name: ServerStats(status="UP" if weights.get(name, 0) else "MAINT", weight=weights.get(name, 0),
-                                  current_sessions=0, total_sessions=int(c[0] + c[3]),
-                                  responses_total=int(c[0]), responses_2xx=int(c[1]), responses_5xx=int(c[2]),
-                                  errors=int(c[3]), avg_response_ms=int(1000 * c[4] / c[0]) if c[0] else 0)
-                for name, c in self._counts.items()}
+                timed = nginx_timing(seconds)
+                if timed is not None:
+                    c[4] += timed
+                    if status.isdigit():  # an attempt that got no status is an error, counted above
+                        self._latency.setdefault(name, Histogram()).observe(timed)
 
 
 def _tail_log(path: Path) -> str:

@@ -89,7 +89,7 @@ def test_p95_is_read_from_the_histogram_delta_over_the_bake() -> None:
         (0, 100, 0, True, None),
         (1, 100, 0, True, None),  # exactly at 1 %
         (2, 100, 0, False, "error rate 2.0% (2 of 100) is above 1.0%"),
-        (0, 100, 10, False, "p95 latency 550ms is above 500ms"),
+        (0, 100, 10, False, "p95 latency 550ms (server histogram) is above 500ms"),
     ],
 )
 def test_a_step_fails_on_error_rate_or_latency(errors: int, requests: int, slow: int, ok: bool,
