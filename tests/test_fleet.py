@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import BLUEGREEN, REPO, Result, Traffic, free_ports, wait_for
+from tests.serving import LOGS, TOKEN, alertmanager_payload, stop
 
 IRIS = {"features": [5.1, 3.5, 1.4, 0.2]}
 
@@ -54,7 +58,8 @@ def write_deployment(directory: Path, name: str, blue: int, green: int) -> None:
     text = (REPO / "orchestrator" / "settings" / "default.toml").read_text()
     for old, new in (('project = "bluegreen"', f'project = "{name}"'), ("port = 8101", f"port = {blue}"),
                      ("port = 8102", f"port = {green}"), ("check_interval_ms = 1000", "check_interval_ms = 300"),
-                     ('bake = "30s"', 'bake = "0.3s"')):
+                     ('bake = "30s"', 'bake = "0.3s"'), ('watch = "5s"', 'watch = "1s"'),
+                     ("\nrules = []\n", '\nrules = [{ match = { severity = "critical" }, action = "rollback" }]\n')):
         text = text.replace(old, new)
     (directory / "bluegreen.toml").write_text(text)
 
@@ -222,3 +227,164 @@ def test_bad_input_is_refused_by_name_and_changes_nothing(fleet: Fleet, tmp_path
     assert no_route.code == 4 and "has neither hosts nor prefix" in no_route.err
     assert fleet.path.read_text() == before and fraud_ports.exists()
     assert fleet.predict(host="fraud.example.com").status_code == 200
+
+
+# -- one serve for the fleet ----------------------------------------------------------------------
+def start_fleet_serve(fleet: Fleet, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    log = fleet.root / f"fleet-serve-{port}.log"
+    out = open(log, "w")  # noqa: SIM115 - closed by stop()
+    proc = subprocess.Popen([*BLUEGREEN, "fleet", "serve", "--port", str(port)], cwd=fleet.root.parent,
+                            env={**os.environ, "BLUEGREEN_FLEET": str(fleet.path), "BLUEGREEN_FLEET_TOKEN": TOKEN,
+                                 **(env or {})}, stdout=out, stderr=subprocess.STDOUT, text=True)
+    LOGS[proc.pid] = out
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return proc.poll() is not None
+
+    assert wait_for(up, timeout=60) and proc.poll() is None, log.read_text()
+    return proc
+
+
+@dataclass
+class FleetServe:
+    url: str
+    proc: subprocess.Popen[str]
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60,
+                             **kwargs)
+
+    def live(self, name: str) -> tuple[str, str]:
+        s = self.call("GET", f"/api/deployments/{name}/status").json()
+        return s["live"], s["environments"][s["live"]]["version"]
+
+
+@pytest.fixture(scope="module")
+def fleet_serve(fleet: Fleet) -> Iterator[FleetServe]:
+    proc = start_fleet_serve(fleet, fleet.ports[1])
+    try:
+        yield FleetServe(f"http://127.0.0.1:{fleet.ports[1]}", proc)
+    finally:
+        stop(proc)
+
+
+def test_one_serve_answers_for_every_deployment_by_name(fleet: Fleet, fleet_serve: FleetServe) -> None:
+    listed = fleet_serve.call("GET", "/api/deployments").json()
+    assert [(d["name"], d["served"]) for d in listed] == [(n, True) for n in fleet.names.values()]
+    churn = fleet.names["churn"]
+    status = fleet_serve.call("GET", f"/api/deployments/{churn}/status").json()
+    assert status.get("project") == churn, status
+    assert status["proxy_url"] == f"{fleet.url}/churn"
+    unknown = fleet_serve.call("GET", "/api/deployments/nobody/status")
+    assert unknown.status_code == 404 and unknown.json()["message"].startswith("no deployment 'nobody' in the fleet")
+    unnamed = fleet_serve.call("POST", "/api/rollback", json={})
+    assert unnamed.status_code == 400 and "name the deployment, /api/deployments/NAME/rollback" in \
+        unnamed.json()["message"]
+    assert httpx.get(f"{fleet_serve.url}/api/deployments", timeout=10).status_code == 401
+    assert httpx.get(f"{fleet_serve.url}/metrics", timeout=10).status_code == 200
+
+
+def test_an_alert_delivered_by_a_real_alertmanager_rolls_back_exactly_the_deployment_it_names(
+        fleet: Fleet, fleet_serve: FleetServe, tmp_path: Path) -> None:
+    """Two deployments on v2; Alertmanager delivers alerts labelled for one of them and for a deployment
+    the fleet does not have: the first rolls back, the other stays on v2, the stranger acts on nothing,
+    and traffic to every deployment loses nothing."""
+    fraud, churn = fleet.names["fraud"], fleet.names["churn"]
+    for name in (fraud, churn):
+        assert fleet.run("-d", name, "release", "bluegreen-model:v2", "--steps", "100").code == 0
+    binary = shutil.which("prometheus-alertmanager")
+    if binary is None:
+        pytest.fail("prometheus-alertmanager is required (scripts/provision.sh installs it)")
+    (am_port,) = free_ports(1)
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(json.dumps({
+        "route": {"receiver": "fleet", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1s",
+                  "repeat_interval": "1h"},
+        "receivers": [{"name": "fleet", "webhook_configs": [{
+            "url": f"{fleet_serve.url}/api/alerts", "http_config": {"authorization": {"type": "Bearer",
+                                                                                      "credentials": TOKEN}}}]}]}))
+    am = subprocess.Popen([binary, f"--config.file={config}", f"--storage.path={tmp_path / 'am'}",
+                           f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    loads = [Traffic(fleet.url, headers={"Host": "fraud.example.com"}), Traffic(f"{fleet.url}/churn"),
+             Traffic(f"{fleet.url}/ranker", headers={"Host": "ml.example.com"})]
+    try:
+        am_url = f"http://127.0.0.1:{am_port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{am_url}/-/ready", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_for(ready, timeout=30), "alertmanager did not become ready"
+        httpx.post(f"{am_url}/api/v2/alerts", timeout=10, json=[
+            {"labels": {"alertname": "ModelErrors", "severity": "critical", "deployment": fraud}},
+            {"labels": {"alertname": "ModelErrors", "severity": "critical", "deployment": "stranger"}},
+        ]).raise_for_status()
+        assert wait_for(lambda: fleet_serve.live(fraud) == ("blue", "v1"), timeout=30, interval=0.1)
+        events = fleet_serve.call("GET", "/api/events").json()
+        assert any(e["kind"] == "alert" and e.get("value") == "stranger" and "not in the fleet" in e["text"]
+                   for e in events)
+        fraud_only = fleet_serve.call("GET", f"/api/events?deployment={fraud}").json()
+        assert fraud_only and {e["deployment"] for e in fraud_only} == {fraud}
+    finally:
+        am.terminate()
+        am.wait(timeout=15)
+        for load in loads:
+            load.stop()
+    assert fleet_serve.live(churn) == ("green", "v2")  # not named: untouched
+    assert [load.failed for load in loads] == [0, 0, 0]
+    audit = fleet_serve.call("GET", f"/api/deployments/{churn}/history").json()["audit"]
+    assert not any(e["action"] == "alert" for e in audit)
+    assert fleet.run("-d", churn, "rollback").code == 0
+
+
+def test_direct_alerts_for_every_deployment_roll_each_back_at_once(fleet: Fleet, fleet_serve: FleetServe) -> None:
+    """One delivery naming all three deployments: each rolls back, side by side, once."""
+    names = list(fleet.names.values())
+    for name in names:
+        assert fleet.run("-d", name, "release", "bluegreen-model:v2", "--steps", "100").code == 0
+    alerts = alertmanager_payload(1)["alerts"][0]
+    payload = {**alertmanager_payload(1), "alerts": [
+        {**alerts, "labels": {**alerts["labels"], "deployment": n}, "fingerprint": f"fp-{n}"} for n in names]}
+    began = time.monotonic()
+    answer = fleet_serve.call("POST", "/api/alerts", json=payload)
+    took = time.monotonic() - began
+    assert answer.status_code == 200, answer.text
+    outcomes = answer.json()["deployments"]
+    assert sorted(outcomes) == sorted(names) and all(o["action"] == "rollback" for o in outcomes.values())
+    assert all(fleet_serve.live(n) == ("blue", "v1") for n in names)
+    again = fleet_serve.call("POST", "/api/alerts", json=payload).json()["deployments"]
+    assert all(o["action"] is None for o in again.values())  # the same alerts act once
+    print(f"three deployments rolled back by one delivery in {took:.2f}s")
+
+
+def test_fleet_serve_killed_mid_rollback_of_one_deployment_is_finished_by_its_successor(
+        fleet: Fleet, fleet_serve: FleetServe) -> None:
+    churn = fleet.names["churn"]
+    assert fleet.run("-d", churn, "release", "bluegreen-model:v2", "--steps", "100").code == 0
+    (port,) = free_ports(1)
+    crashing = start_fleet_serve(fleet, port, {"BLUEGREEN_FAULT_CRASH_AT": "switch:before"})
+    try:
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(f"http://127.0.0.1:{port}/api/models/rollback", json={"model": churn}, timeout=30,
+                       headers={"Authorization": f"Bearer {TOKEN}"})
+        assert crashing.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        stop(crashing)
+    status = json.loads(fleet.run("-d", churn, "status", "--json").out)
+    assert status["release"]["interrupted"] is True
+    successor = start_fleet_serve(fleet, port)
+    try:
+        after = FleetServe(f"http://127.0.0.1:{port}", successor)
+        assert wait_for(lambda: after.call("GET", f"/api/deployments/{churn}/status").json()["release"] is None,
+                        timeout=30)
+        assert after.live(churn) == ("blue", "v1")
+        other = fleet.names["fraud"]
+        assert after.call("GET", f"/api/deployments/{other}/status").json()["release"] is None
+    finally:
+        stop(successor)

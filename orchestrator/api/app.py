@@ -17,7 +17,7 @@ import hmac
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -179,33 +179,34 @@ def rollback_through(service: Service, request: Request, body: RollbackBody) -> 
 def deployment_router(resolve: Callable[[Request], Service]) -> APIRouter:
     """The endpoints of one deployment: at /api in a deployment's serve, at /api/deployments/{name} in a fleet's."""
     router = APIRouter()
-    Svc = Annotated[Service, Depends(resolve)]
+    # (A default, not an Annotated alias: with postponed annotations FastAPI cannot see a local alias.)
+    dep = Depends(resolve)
 
     @router.post("/rollback")
-    def api_rollback(request: Request, body: RollbackBody, service: Svc) -> dict[str, Any]:
+    def api_rollback(request: Request, body: RollbackBody, service: Service = dep) -> dict[str, Any]:
         """All traffic back to the previous version (or ``to``): a weight switch while it is warm."""
         return rollback_through(service, request, body)
 
     @router.post("/abort")
-    def api_abort(request: Request, service: Svc) -> dict[str, Any]:
+    def api_abort(request: Request, service: Service = dep) -> dict[str, Any]:
         from bluegreen.orchestrator.core.rollback import request as ask
 
         return ask(service.deployment(request), "abort", progress=service.events).to_dict()
 
     @router.post("/promote")
-    def api_promote(request: Request, service: Svc) -> dict[str, Any]:
+    def api_promote(request: Request, service: Service = dep) -> dict[str, Any]:
         from bluegreen.orchestrator.core.rollback import request as ask
 
         return ask(service.deployment(request), "promote", progress=service.events).to_dict()
 
     @router.get("/status")
-    def api_status(request: Request, service: Svc) -> dict[str, Any]:
+    def api_status(request: Request, service: Service = dep) -> dict[str, Any]:
         from bluegreen.orchestrator.core.status import status
 
         return status(service.deployment(request)).to_dict()
 
     @router.get("/history")
-    def api_history(request: Request, service: Svc, limit: int = 20) -> dict[str, Any]:
+    def api_history(request: Request, limit: int = 20, service: Service = dep) -> dict[str, Any]:
         from bluegreen.orchestrator.state.journal import Journal
 
         dep = service.deployment(request)
@@ -214,16 +215,16 @@ def deployment_router(resolve: Callable[[Request], Service]) -> APIRouter:
                 "audit": [e.to_dict() for e in dep.state.history(limit)]}
 
     @router.get("/backups")
-    def api_backups(request: Request, service: Svc) -> list[dict[str, Any]]:
+    def api_backups(request: Request, service: Service = dep) -> list[dict[str, Any]]:
         return [s.to_dict() for s in service.deployment(request).backups.all_sets()]
 
     @router.post("/drills")
-    def api_drill(request: Request, service: Svc) -> dict[str, Any]:
+    def api_drill(request: Request, service: Service = dep) -> dict[str, Any]:
         """Run a rollback drill now (skipped, and said so, while a release holds the lock)."""
         return service.drill(service.deployment(request)).to_dict()
 
     @router.get("/drills")
-    def api_drills(request: Request, service: Svc, limit: int = 20) -> list[dict[str, Any]]:
+    def api_drills(request: Request, limit: int = 20, service: Service = dep) -> list[dict[str, Any]]:
         from bluegreen.orchestrator.state.journal import Journal
 
         journal = Journal(service.deployment(request).state)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bluegreen.orchestrator.core.events import Event, EventLog
+from bluegreen.orchestrator.core.events import Event, EventLog, Progress
 from bluegreen.orchestrator.errors import BluegreenError, ConfigError, LockHeld
 
 
@@ -35,28 +35,37 @@ def read_token(settings: Any) -> str:
     return token
 
 
-def schedule(settings: Any, events: EventLog, base: Any = None) -> Any:
-    """The scheduler with its jobs, started; the jobs share ``base``'s adapters (one is made if not given)."""
+def scheduler() -> Any:
     from apscheduler.schedulers.background import BackgroundScheduler
+
+    # Enough threads for every deployment of a fleet to run its watch at once.
+    return BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
+                                                             "misfire_grace_time": 3600},
+                               executors={"default": {"type": "threadpool", "max_workers": 20}})
+
+
+def schedule(settings: Any, events: Progress, base: Any = None, into: Any = None, prefix: str = "",
+             drill_slot: Any = None) -> Any:
+    """The scheduler with one deployment's jobs, started (or those jobs added ``into`` another, their
+    ids after ``prefix``); the jobs share ``base``'s adapters (one is made if not given)."""
     from apscheduler.triggers.cron import CronTrigger
 
     from bluegreen.orchestrator.deployment import Deployment
 
     base = base or Deployment(settings, actor="serve")
-    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
-                                                                  "misfire_grace_time": 3600})
+    jobs = into if into is not None else scheduler()
 
     def run_drill() -> None:
         from bluegreen.orchestrator.automation.drill import drill
 
-        drill(base.acting_as("scheduler"), progress=events)
+        drill(base.acting_as("scheduler"), progress=events, slot=drill_slot)
 
     def run_monitor() -> None:
         from bluegreen.orchestrator.automation.monitor import check
 
         report = check(base.acting_as("monitor"), progress=events)
-        events.add(Event("monitor", f"monitor: {report.verdict}" + (f"; {report.action}" if report.action else ""),
-                         **report.to_dict()))
+        events(Event("monitor", f"monitor: {report.verdict}" + (f"; {report.action}" if report.action else ""),
+                     **report.to_dict()))
 
     def watch() -> None:
         from bluegreen.orchestrator.core.recovery import housekeeping
@@ -66,13 +75,13 @@ def schedule(settings: Any, events: EventLog, base: Any = None) -> Any:
             try:
                 said = dep.pitr.supervise()  # a dead replicator started again; a failing archiver said
                 if said:
-                    events.add(Event("progress", said))
+                    events(Event("progress", said))
             except BluegreenError as exc:
-                events.add(Event("progress", f"the {dep.pitr.tool} archive: {exc.message}"))
+                events(Event("progress", f"the {dep.pitr.tool} archive: {exc.message}"))
         try:
             with dep.lock("watch"):
                 for note in housekeeping(dep, events):
-                    events.add(Event("failover" if "failover" in note else "progress", note))
+                    events(Event("failover" if "failover" in note else "progress", note))
         except LockHeld:
             pass  # a release or a rollback is running: it does this itself
 
@@ -82,15 +91,17 @@ def schedule(settings: Any, events: EventLog, base: Any = None) -> Any:
         scheduled(base.acting_as("scheduler"), progress=events)
 
     if settings.backups.schedule:
-        scheduler.add_job(run_backup, CronTrigger.from_crontab(settings.backups.schedule, timezone="UTC"),
-                          id="backup")
+        jobs.add_job(run_backup, CronTrigger.from_crontab(settings.backups.schedule, timezone="UTC"),
+                     id=f"{prefix}backup")
     if settings.drills.schedule:
-        scheduler.add_job(run_drill, CronTrigger.from_crontab(settings.drills.schedule, timezone="UTC"), id="drill")
+        jobs.add_job(run_drill, CronTrigger.from_crontab(settings.drills.schedule, timezone="UTC"),
+                     id=f"{prefix}drill")
     if settings.monitor.interval > 0:
-        scheduler.add_job(run_monitor, "interval", seconds=settings.monitor.interval, id="monitor")
-    scheduler.add_job(watch, "interval", seconds=settings.serve.watch_interval, id="watch")
-    scheduler.start()
-    return scheduler
+        jobs.add_job(run_monitor, "interval", seconds=settings.monitor.interval, id=f"{prefix}monitor")
+    jobs.add_job(watch, "interval", seconds=settings.serve.watch_interval, id=f"{prefix}watch")
+    if into is None:
+        jobs.start()
+    return jobs
 
 
 def serve(settings: Any, host: str | None, port: int | None) -> None:
@@ -107,15 +118,46 @@ def serve(settings: Any, host: str | None, port: int | None) -> None:
     # One set of adapters (engine client, proxy, state) for every request and job: nothing is built
     # between a rollback request and the switch.
     base = Deployment(settings, actor="serve").warm()
-    scheduler = schedule(settings, events, base)
+    jobs = schedule(settings, events, base)
     from bluegreen.orchestrator.api.observer import Observer
 
     observer = Observer(base, settings.serve.dashboard_interval).start()
     app = create_app(Service(settings, token, events, base), observer)
     print(f"bluegreen serve on http://{host}:{port or settings.serve.port} (dashboard at /; scheduler: "
-          f"{', '.join(job.id for job in scheduler.get_jobs())})", file=sys.stderr, flush=True)
+          f"{', '.join(job.id for job in jobs.get_jobs())})", file=sys.stderr, flush=True)
     try:
         uvicorn.run(app, host=host, port=port or settings.serve.port, log_level="warning", access_log=False)
     finally:
         observer.stop()
-        scheduler.shutdown(wait=False)
+        jobs.shutdown(wait=False)
+
+
+def serve_fleet(fleet: Any, host: str | None, port: int | None) -> None:
+    """The fleet's serve: every deployment's API and jobs in one process, until interrupted."""
+    import uvicorn
+
+    from bluegreen.orchestrator.api.fleet import FleetService, create_fleet_app, read_fleet_token
+
+    token = read_fleet_token(fleet)
+    events = EventLog(2000 + 200 * len(fleet.members))
+    jobs = scheduler()
+
+    def scheduled(name: str, svc: Any) -> None:  # a deployment's jobs, when it is served (again)
+        for job in jobs.get_jobs():
+            if job.id.startswith(f"{name}:"):
+                job.remove()
+        schedule(svc.settings, svc.events, svc.base, into=jobs, prefix=f"{name}:", drill_slot=svc.drill_slot)
+
+    service = FleetService(fleet, token, events, on_load=scheduled)
+    jobs.add_job(service.retry_broken, "interval", seconds=5.0, id="fleet:settings")
+    jobs.start()
+    app = create_fleet_app(service)
+    host = host or fleet.serve.host
+    served = ", ".join(service.members) or "none"
+    broken = "".join(f"; NOT served: {n} ({why})" for n, why in service.broken.items())
+    print(f"bluegreen fleet serve on http://{host}:{port or fleet.serve.port} for {served}{broken}", file=sys.stderr,
+          flush=True)
+    try:
+        uvicorn.run(app, host=host, port=port or fleet.serve.port, log_level="warning", access_log=False)
+    finally:
+        jobs.shutdown(wait=False)

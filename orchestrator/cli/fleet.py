@@ -152,3 +152,16 @@ def _fail_if_any(result: dict[str, object]) -> None:
     if failed:
         raise BluegreenError(f"{len(failed)} of the fleet's deployments failed: {', '.join(failed)}",
                              "bluegreen -d NAME status   (runbooks/fleet.md)")
+
+
+@fleet_app.command("serve")
+def fleet_serve(
+    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default: the fleet file's "
+                    "[serve] host).", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default: the fleet file's [serve] port).",
+                    show_default=False, min=1, max=65535)] = None,
+) -> None:
+    """One API, Alertmanager receiver, /metrics and scheduler for every deployment of the fleet, until stopped."""
+    from bluegreen.orchestrator.api.server import serve_fleet
+
+    serve_fleet(current_fleet(), host, port)
