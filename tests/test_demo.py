@@ -5,6 +5,7 @@ virtual environment, with the system's PATH."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from bluegreen.orchestrator.demo import Demo, Summary, Traffic
 from bluegreen.orchestrator.errors import BluegreenError
 from bluegreen.orchestrator.proxy import Backend
 from bluegreen.orchestrator.proxy.haproxy import HAProxy
-from tests.conftest import free_ports, wait_for
+from tests.conftest import BLUEGREEN, free_ports, wait_for
 from tests.wheel import Installed
 
 
@@ -127,3 +128,22 @@ def test_the_demo_records_each_failed_request_with_its_time_act_answer_and_what_
     assert first["proxy"]["blue"] == "DOWN, weight 100" and first["proxy"]["green"] == "DOWN, weight 0"
     assert 0 <= first["at_s"] < time.monotonic() - began and first["time"].endswith("Z")
     assert traffic.by_phase == {"release v2": traffic.failed} and traffic.failed >= len(traffic.failures)
+
+
+def test_the_fleet_demo_rolls_back_exactly_the_deployment_an_alert_names(docker_client: Any, tmp_path: Path) -> None:
+    """`bluegreen demo --fleet --json`: three deployments behind one proxy, each released under traffic,
+    an alert about one; that one is back on v1, the others on v2, no request failed anywhere."""
+    proc = subprocess.run([*BLUEGREEN, "demo", "--fleet", "--json"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] and doc["problems"] == [] and doc["proxies"] == 1, doc
+    lives = {d["role"]: d["live"] for d in doc["deployments"].values()}
+    assert lives == {"fraud": "v2", "churn": "v1", "ranker": "v2"}
+    assert all(d["requests"] > 100 and d["failed"] == 0 for d in doc["deployments"].values())
+    assert doc["alert_rollback_ms"] > 0 and "a real Alertmanager" in doc["alert_delivery"]
+    assert not Path(doc["directory"]).exists()
+    names = list(doc["deployments"])
+    left = [c.name for n in names for c in docker_client.containers.list(all=True,
+                                                                        filters={"label": f"bluegreen.project={n}"})]
+    assert left == []

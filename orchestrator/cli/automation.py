@@ -3,7 +3,7 @@ monitor."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,15 +44,24 @@ def drill(as_json: JsonOpt = False) -> None:
 def demo(
     keep: Annotated[bool, typer.Option("--keep", help="Leave the scratch deployment, serve and its dashboard "
                                        "running, and print where they are.")] = False,
+    fleet: Annotated[bool, typer.Option("--fleet", help="Three deployments behind one proxy and one serve: each "
+                                        "released, then an alert that rolls back exactly one of them.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the whole story in a scratch deployment with its own ports: releases, a faulty one rolled back,
     a killed colour, an alert, a drill; then a summary of figures measured in this run."""
-    from bluegreen.orchestrator.demo import demo as run_demo
     from bluegreen.orchestrator.errors import BluegreenError
 
     OPTIONS.json = as_json
-    summary = run_demo(keep, lambda line: typer.echo(line, err=True))
+    summary: Any
+    if fleet:
+        from bluegreen.orchestrator.demo.fleet import fleet_demo
+
+        summary = fleet_demo(keep, lambda line: typer.echo(line, err=True))
+    else:
+        from bluegreen.orchestrator.demo import demo as run_demo
+
+        summary = run_demo(keep, lambda line: typer.echo(line, err=True))
     if as_json:
         emit(summary.to_dict())
     else:

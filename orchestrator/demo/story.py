@@ -45,8 +45,10 @@ class Traffic:
     """
 
     def __init__(self, url: str, phase: Callable[[], str], proxy: Callable[[], dict[str, str]],
-                 began: float, threads: int = 2, pause: float = 0.01, keep: int = 50) -> None:
-        self.url, self.pause, self.keep = url, pause, keep
+                 began: float, threads: int = 2, pause: float = 0.01, keep: int = 50,
+                 headers: dict[str, str] | None = None) -> None:
+        self.url, self.pause, self.keep, self.headers = url, pause, keep, headers or {}
+        self.versions: dict[str, int] = {}  # model_version -> answers
         self.phase, self.proxy, self.began = phase, proxy, began
         self.sent = self.failed = 0
         self.failures: list[dict[str, Any]] = []
@@ -60,14 +62,18 @@ class Traffic:
     def _run(self) -> None:
         import httpx
 
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=10, headers=self.headers) as client:
             while not self._stop.wait(self.pause):
                 sent_at, wall, phase = time.monotonic(), time.time(), self.phase()
                 try:
                     r = client.post(f"{self.url}/predict", json=PREDICT)
                     problem = None if r.status_code == 200 else {"status": r.status_code,
                                                                  "body": " ".join(r.text.split())[:200]}
-                except httpx.HTTPError as exc:
+                    if problem is None:
+                        version = str(r.json().get("model_version"))
+                        with self._lock:
+                            self.versions[version] = self.versions.get(version, 0) + 1
+                except (httpx.HTTPError, ValueError) as exc:
                     problem = {"status": None, "body": f"{type(exc).__name__}: {exc}"[:200]}
                 with self._lock:
                     self.sent += 1
