@@ -131,6 +131,9 @@ def add(path: Path, directory: Path, hosts: list[str], prefix: str, strip_prefix
     member = fleet.member(name)
     dep = Deployment(settings, None, (fleet, member))
     joined = Joined(name, str(directory), member.describe(), dep.proxy_url, "not running: bluegreen fleet up starts it")
+    if settings.proxy.driver != "haproxy":
+        joined.notes.append(f"its proxy.driver = {settings.proxy.driver!r} is not used while it is in the fleet: the "
+                            "fleet's one proxy is HAProxy")
     if settings.proxy.port != fleet.proxy.port and _own_proxy_runs(settings):
         joined.notes.append(f"its own proxy still serves on {settings.proxy.host}:{settings.proxy.port}: stop it "
                             f"(docker rm -f {settings.project}-proxy) once its clients use {dep.proxy_url}")
