@@ -162,7 +162,7 @@ def test_a_broken_archive_is_said_and_a_release_falls_back_to_a_full_set(
     assert good["ok"] and good["pgbackrest"]["type"] == "diff", good
     from bluegreen.orchestrator.api.metrics import render
 
-    assert b"bluegreen_archive_base_backup_age_seconds{" in render(dep)
+    assert b"bluegreen_archive_base_backup_age_seconds{" in render([dep])
     files = sorted(p for p in (cluster.pgbackrest_dir / "repo" / "backup").rglob("*") if p.is_file()
                    and "pg_data" in p.parts and p.stat().st_size > 1000)
     files[0].write_bytes(b"corrupted" + files[0].read_bytes()[9:])

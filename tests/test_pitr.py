@@ -161,5 +161,5 @@ def test_a_scheduled_backup_is_verified_recorded_and_pruned_and_a_failure_is_lou
     failed = scheduled(dep)
     assert not failed["ok"] and "injected" in failed["problems"][0]
     assert json.loads(project.run("history", "--json").out)["releases"][0]["status"] == "failed"
-    [gauge] = [line for line in render(dep).splitlines() if line.startswith(b"bluegreen_last_scheduled_backup_ok{")]
+    [gauge] = [line for line in render([dep]).splitlines() if line.startswith(b"bluegreen_last_scheduled_backup_ok{")]
     assert gauge.endswith(b" 0.0")

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import BLUEGREEN, Project, free_ports, wait_for
+from tests.conftest import BLUEGREEN, REPO, Project, free_ports, wait_for
 from tests.serving import TOKEN, Served, alertmanager_payload, start_serve, stop
 
 
@@ -288,32 +288,72 @@ def test_a_hanging_notification_receiver_never_delays_a_rollback(project: Projec
         receiver.server.server_close()
 
 
-def test_metrics_are_scraped_by_a_real_prometheus(served: Served) -> None:
+def test_metrics_are_scraped_by_a_real_prometheus_whose_shipped_rules_see_the_rollback(served: Served) -> None:
     binary = shutil.which("prometheus")
     assert binary is not None
     (port,) = free_ports(1)
     root = served.project.root
+    name = served.project.name
     target = served.url.removeprefix("http://")
-    (root / "prom.yml").write_text(json.dumps({"global": {"scrape_interval": "1s"}, "scrape_configs": [
-        {"job_name": "bluegreen", "static_configs": [{"targets": [target]}]}]}))
+    (root / "prom.yml").write_text(json.dumps({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(REPO / "runbooks" / "prometheus" / "rules.yml")],
+        "scrape_configs": [{"job_name": "bluegreen", "static_configs": [{"targets": [target]}]}]}))
     proc = subprocess.Popen([binary, f"--config.file={root / 'prom.yml'}", f"--storage.tsdb.path={root / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+    def query(expr: str, strict: bool = False) -> list[dict[str, Any]]:
+        """The answer to an instant query; empty while Prometheus does not answer (unless ``strict``)."""
+        try:
+            doc = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", timeout=2, params={"query": expr}).json()
+        except (httpx.HTTPError, ValueError):
+            if strict:
+                raise
+            return []
+        assert doc["status"] == "success", (expr, doc)
+        return list(doc["data"]["result"])
+
+    def rollbacks_seen() -> str | None:
+        found = query(f'bluegreen_operations_total{{deployment="{name}",kind="rollback",outcome="switched"}}')
+        return str(found[0]["value"][1]) if found else None
+
+    def firing(alert: str) -> bool:
+        try:
+            alerts = httpx.get(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=2).json()["data"]["alerts"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+        return any(a["labels"]["alertname"] == alert and a["labels"].get("deployment") == name
+                   and a["state"] == "firing" for a in alerts)
+
     try:
+        # The counter is scraped at 0 before the first rollback, so the rollback is an increase the rule sees.
+        assert wait_for(lambda: rollbacks_seen() == "0", timeout=30, interval=0.5)
+        assert not firing("BluegreenRollbackActivated")
         assert served.call("POST", "/api/rollback", json={}).status_code == 200
 
         def live_blue() -> bool:
-            try:
-                doc = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", timeout=2,
-                                params={"query": 'bluegreen_live{colour="blue"}'}).json()
-            except (httpx.HTTPError, ValueError):
-                return False
-            return bool(doc.get("data", {}).get("result")) and doc["data"]["result"][0]["value"][1] == "1"
+            found = query(f'bluegreen_live{{deployment="{name}",colour="blue"}}')
+            return bool(found) and found[0]["value"][1] == "1"
 
         assert wait_for(live_blue, timeout=30, interval=0.5)
+        assert wait_for(lambda: firing("BluegreenRollbackActivated"), timeout=30, interval=0.5)
         text = httpx.get(f"{served.url}/metrics", timeout=10).text
-        assert 'bluegreen_operations_total{kind="rollback",outcome="switched",project=' in text
-        assert "bluegreen_rollback_duration_seconds_count" in text
+        assert (f'bluegreen_operations_total{{deployment="{name}",kind="rollback",outcome="switched",'
+                f'project="{name}"}} 1.0') in text
+        assert f'bluegreen_rollback_duration_seconds_count{{deployment="{name}",project="{name}"}} 1.0' in text
+        assert query(f'bluegreen_behind_newest_seconds{{deployment="{name}"}} > 0')
+        assert not firing("BluegreenProxyDown") and not firing("BluegreenDeploymentUnreadable")
+        rules = httpx.get(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        assert all(rule["health"] == "ok" for group in rules for rule in group["rules"]), rules
+        # Every query of the shipped Grafana dashboard runs on these series.
+        doc = json.loads((REPO / "runbooks" / "prometheus" / "grafana-dashboard.json").read_text())
+        for panel in doc["panels"]:
+            for t in panel.get("targets", []):
+                expr = t["expr"].replace("$__rate_interval", "1m").replace("$__range", "1h")
+                query(expr.replace("$deployment", name), strict=True)
+        assert query(f'bluegreen_live{{deployment="{name}"}}') and query(
+            f'sum by (deployment) (bluegreen_weight_percent{{deployment=~"{name}"}})')
     finally:
         proc.terminate()
         proc.wait(timeout=15)

@@ -246,10 +246,11 @@ def create_app(service: Service, observer: Any = None) -> FastAPI:
     app = base_app(service.started)
 
     @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
-    def metrics(request: Request) -> PlainTextResponse:
+    def metrics() -> PlainTextResponse:
         from bluegreen.orchestrator.api.metrics import render
 
-        return PlainTextResponse(render([service.deployment(request)]), media_type="text/plain; version=0.0.4")
+        # The serve's own deployment, whose adapters (proxy, backups, archive) are kept between scrapes.
+        return PlainTextResponse(render([service.base]), media_type="text/plain; version=0.0.4")
 
     def the_service(request: Request) -> Service:  # annotated: FastAPI reads a resolver's signature
         return service

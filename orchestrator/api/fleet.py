@@ -199,8 +199,10 @@ def create_fleet_app(fleet_service: FleetService) -> FastAPI:
     def metrics() -> PlainTextResponse:
         from bluegreen.orchestrator.api.metrics import render
 
+        # A deployment whose settings do not validate is reported down (bluegreen_deployment_up 0).
         deps = [svc.base for svc in fleet_service.members.values()]
-        return PlainTextResponse(render(deps) if deps else b"", media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(render(deps, unreadable=sorted(fleet_service.broken)),
+                                 media_type="text/plain; version=0.0.4")
 
     @app.get("/api/deployments")
     def api_deployments() -> list[dict[str, Any]]:

@@ -21,14 +21,13 @@ from bluegreen.orchestrator.core.workers import current_versions, follow, settle
 from bluegreen.orchestrator.deployment import Deployment, other
 from bluegreen.orchestrator.deployment.workers import recorded
 from bluegreen.orchestrator.errors import BluegreenError, InvalidRequest, LockHeld, ReleaseFailed
-from bluegreen.orchestrator.state.journal import RUNNING, Journal, ReleaseRecord
+from bluegreen.orchestrator.state.journal import BASELINE, RUNNING, Journal, ReleaseRecord, variant
 from bluegreen.orchestrator.state.lock import current_holder
 
 if TYPE_CHECKING:
     from bluegreen.orchestrator.core.lifecycle import UpResult
 
 Progress = Callable[[str], None]
-BASELINE = "baseline"
 
 
 def _quiet(_msg: str) -> None:
@@ -58,7 +57,7 @@ class Target:
 
     @property
     def variant(self) -> str:
-        return self.env.get("MODEL_VARIANT", "model")
+        return variant(self.env)
 
 
 def resolve_target(dep: Deployment, to_version: str | None) -> Target:
@@ -120,7 +119,7 @@ def rollback(dep: Deployment, to_version: str | None = None, reason: str = "",
             note = f"already done: {live} serves {record.version}, not {away_from}"
             audit.notes.append(note)
             return RollbackResult(None, live or "", record.image, record.version,
-                                  record.env.get("MODEL_VARIANT", "model"), True, round(time.monotonic() - began, 3),
+                                  variant(record.env), True, round(time.monotonic() - began, 3),
                                   [note])
         result = _rollback_locked(dep, resolve_target(dep, to_version), reason, progress, began, only)
         audit.notes.append(f"{result.live} serves {result.version} ({result.variant}); warm: {result.warm}")

@@ -7,16 +7,36 @@ processes (abort, promote) are written to the release's row and read by the runn
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bluegreen.orchestrator.state.store import StateStore, now
 
 RUNNING = "running"
+BASELINE = "baseline"  # MODEL_VARIANT of the rules-based fallback a rollback can go to
 FINISHED = ("promoted", "rolled_back", "failed", "aborted", "recovered", "switched", "failed_over", "transient",
             "passed")
+
+
+def variant(env: dict[str, str]) -> str:
+    """The model variant a container with this environment serves: "model", or its MODEL_VARIANT."""
+    return env.get("MODEL_VARIANT") or "model"
+
+
+def epoch(stamp: str) -> float:
+    """A journal time (UTC, to the second) as seconds since the epoch."""
+    return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
+
+
+# The rows after which a version took all traffic: a release that promoted (or kept, after a crash) a
+# version in the other colour; a rollback; an automatic failover. A worker's release moves no traffic.
+_PROMOTED = "kind = 'release' AND status IN ('promoted', 'recovered') AND from_color != to_color"
+_MOVED = (f"({_PROMOTED}) OR (kind = 'rollback' AND status IN ('switched', 'recovered'))"
+          " OR (kind = 'failover' AND status = 'failed_over')")
 
 
 @dataclass
@@ -137,6 +157,40 @@ class Journal:
         rows = self.store.query("SELECT * FROM releases WHERE kind = 'release' AND status = 'promoted'"
                                 " AND to_color = ? AND version = ? ORDER BY id DESC LIMIT 1", (to_color, version))
         return self._record(rows[0]) if rows else None
+
+    def off_newest_since(self, live_version: str, live_variant: str) -> float | None:
+        """Since when (epoch seconds) the live version has not been the newest promoted release's
+        version serving that release's variant; None while it is.
+
+        That time is the end of the rollback or failover that moved traffic off the newest promoted
+        version (or onto the baseline variant) and after which traffic never came back to it. Before
+        any release, the version ``up`` started counts as the newest: only a move to the baseline
+        variant is behind it.
+        """
+        [newest_id] = self.store.query(f"SELECT MAX(id) FROM releases WHERE {_PROMOTED}")[0]
+        # From the newest promotion on, by id: "+kind" keeps SQLite on the id range, not the kind index.
+        rows = self.store.query(f"SELECT kind, finished_at, version, env FROM releases WHERE id >= ? AND "
+                                f"({_MOVED.replace('kind =', '+kind =')}) ORDER BY id", (newest_id or 0,))
+        newest: tuple[str | None, str] = (None, "model")
+        if rows and rows[0]["kind"] == "release":
+            newest = (rows[0]["version"], variant(json.loads(rows[0]["env"] or "{}")))
+
+        def is_newest(version: str, served: str) -> bool:
+            return newest[0] in (None, version) and served == newest[1]
+
+        if is_newest(live_version, live_variant):
+            return None
+        since: float | None = None
+        for row in rows[1:] if newest[0] is not None else rows:
+            if is_newest(row["version"], variant(json.loads(row["env"] or "{}"))):
+                since = None
+            elif since is None and row["finished_at"]:
+                since = epoch(row["finished_at"])
+        if since is None and rows and rows[-1]["finished_at"]:
+            # Live is not the newest, yet the last move went to it (a recovery set traffic apart from the
+            # journal's moves): behind since that move at the latest.
+            since = epoch(rows[-1]["finished_at"])
+        return since
 
     def versions(self) -> dict[str, tuple[str, dict[str, str]]]:
         """Every version that has run here, newest first: version -> (image, env)."""

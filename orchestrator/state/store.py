@@ -24,7 +24,7 @@ from typing import Any
 from bluegreen.orchestrator.common.private import private_dir
 from bluegreen.orchestrator.errors import BluegreenError, StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,6 +81,11 @@ CREATE TABLE IF NOT EXISTS release_steps (
     detail TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (release_id, seq)
 );
+-- /metrics finds the newest release of a kind, the first one still running and the alerts written since
+-- its last scrape at every scrape: through these, not through every row.
+CREATE INDEX IF NOT EXISTS releases_by_kind ON releases (kind, status);
+CREATE INDEX IF NOT EXISTS releases_running ON releases (id) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS audit_by_action ON audit (action);
 """
 
 
@@ -177,7 +182,7 @@ class StateStore:
                 try:
                     conn.executescript("BEGIN IMMEDIATE;" + SCHEMA)
                     _migrate(conn)
-                    conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     conn.execute("COMMIT")
                 except BaseException:
