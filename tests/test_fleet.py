@@ -284,7 +284,15 @@ def test_one_serve_answers_for_every_deployment_by_name(fleet: Fleet, fleet_serv
     assert unnamed.status_code == 400 and "name the deployment, /api/deployments/NAME/rollback" in \
         unnamed.json()["message"]
     assert httpx.get(f"{fleet_serve.url}/api/deployments", timeout=10).status_code == 401
-    assert httpx.get(f"{fleet_serve.url}/metrics", timeout=10).status_code == 200
+    metrics = httpx.get(f"{fleet_serve.url}/metrics", timeout=10)
+    assert metrics.status_code == 200
+    types = [line.split()[2] for line in metrics.text.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types))  # each family once, with every deployment's samples
+    for name in fleet.names.values():
+        labels = f'deployment="{name}",project="{name}"'
+        assert f"bluegreen_deployment_up{{{labels}}} 1.0" in metrics.text, metrics.text
+        assert f"bluegreen_proxy_up{{{labels}}} 1.0" in metrics.text, metrics.text  # its backend in the shared proxy
+        assert sum(f'bluegreen_live{{colour="{c}",{labels}}} 1.0' in metrics.text for c in ("blue", "green")) == 1
 
 
 def test_an_alert_delivered_by_a_real_alertmanager_rolls_back_exactly_the_deployment_it_names(

@@ -275,3 +275,28 @@ def test_a_database_written_before_the_indexes_gets_them_when_opened(tmp_path: P
     names = {r[0] for r in again.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"releases_by_kind", "releases_running", "audit_by_action"} <= names
     assert again.live_color() == "blue"
+
+
+def test_a_fleet_serve_reports_every_member_and_a_member_whose_settings_do_not_validate_as_down(
+        tmp_path: Path) -> None:
+    """GET /metrics of `bluegreen fleet serve`, its endpoint called in process: a series per member."""
+    from bluegreen.orchestrator.api.fleet import FleetService, create_fleet_app
+    from bluegreen.orchestrator.core.events import EventLog
+    from bluegreen.orchestrator.settings.fleet import FLEET_TEMPLATE, load_fleet
+
+    blocks = ""
+    for name, extra in (("fraud", ""), ("churn", "\n[proxy]\nbogus = 1\n")):
+        (tmp_path / name).mkdir()
+        write_settings(tmp_path / name, f'project = "{name}"\n\n[docker]\nhost = "unix://{tmp_path}/none.sock"\n'
+                                        + extra)
+        blocks += f'\n[[deployment]]\nname = "{name}"\ndir = "{name}"\nprefix = "/{name}"\n'
+    (tmp_path / "fleet.toml").write_text(FLEET_TEMPLATE.replace('supervisor = "container"', 'supervisor = "process"')
+                                         + blocks)
+    service = FleetService(load_fleet(tmp_path / "fleet.toml"), "t0k3n-for-the-tests-0123456789", EventLog())
+    assert list(service.members) == ["fraud"] and "proxy.bogus" in service.broken["churn"]
+    [endpoint] = [r.endpoint for r in create_fleet_app(service).routes if getattr(r, "path", "") == "/metrics"]
+    parsed = samples(endpoint().body)
+    assert value(parsed, "bluegreen_deployment_up", deployment="fraud") == 1
+    assert value(parsed, "bluegreen_deployment_up", deployment="churn") == 0
+    assert value(parsed, "bluegreen_proxy_up", deployment="fraud") == 0  # the fleet's proxy is not running
+    assert [n for (n, ls), _ in parsed.items() if ("deployment", "churn") in ls] == ["bluegreen_deployment_up"]
