@@ -251,7 +251,10 @@ def create_app(service: Service, observer: Any = None) -> FastAPI:
 
         return PlainTextResponse(render([service.deployment(request)]), media_type="text/plain; version=0.0.4")
 
-    app.include_router(deployment_router(lambda request: service), prefix="/api")
+    def the_service(request: Request) -> Service:  # annotated: FastAPI reads a resolver's signature
+        return service
+
+    app.include_router(deployment_router(the_service), prefix="/api")
 
     @app.post("/api/models/rollback")
     def api_models_rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
