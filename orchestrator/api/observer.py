@@ -66,6 +66,7 @@ class Reader:
     """Readings taken by one thread and shared: ``latest`` and ``wait`` for viewers, ``tick`` for one now."""
 
     name = "reader"
+    watched_for = WATCHED_FOR
 
     def __init__(self, interval: float, unwatched: float | None = None) -> None:
         self.interval = interval
@@ -100,7 +101,7 @@ class Reader:
         return self._thread is not None and self._thread.is_alive()
 
     def watched(self) -> bool:
-        return time.monotonic() - self._watched_at < WATCHED_FOR
+        return time.monotonic() - self._watched_at < self.watched_for
 
     def watch(self) -> None:
         """A viewer is here: read at the fast interval from now (the thread started if need be)."""
@@ -128,11 +129,12 @@ class Reader:
 
     def current(self, max_age: float | None = None) -> dict[str, Any]:
         """The latest reading if it is at most ``max_age`` seconds old (two intervals by default), else one now."""
-        seq, snap = self.latest()
+        seq, snap = self.latest()  # (a viewer: the thread starts, or wakes, and reads at once)
         limit = 2 * self.interval + 0.5 if max_age is None else max_age
         if seq and time.time() - float(snap.get("at", 0.0)) <= limit:
             return dict(snap)
-        return dict(self.tick())
+        later, snap = self.wait(seq, max(5.0, 5 * self.interval))
+        return dict(snap) if later > seq else dict(self.tick())
 
     def wait(self, after: int, timeout: float) -> tuple[int, dict[str, Any]]:
         """The next reading after ``after`` (or the current one when ``timeout`` passes first)."""

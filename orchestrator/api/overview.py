@@ -45,6 +45,11 @@ class Overview(Reader):
         self.fleet_service = fleet_service
         self._ring = RingReader()
         self._counters: dict[str, tuple[float, int, int]] = {}  # name -> (when, responses, 5xx)
+        # The traffic figures of the last window, kept by readings that come sooner than a window after it
+        # (a viewer arriving wakes the reader): a window of a few ms would say 0 req/s.
+        self._traffic: dict[str, dict[str, float | None]] = {}
+        self._window_at = -math.inf
+        self._p95: dict[str, float | None] = {}
         self._slow: dict[str, tuple[str | None, str | None]] = {}  # name -> (last drill, newest verified backup)
         self._slow_at = -math.inf
 
@@ -60,7 +65,10 @@ class Overview(Reader):
         except Exception as exc:  # the overview says what it could not read, and reads the rest
             running, rows = False, {}
             errors.append(f"proxy: {getattr(exc, 'message', exc)}")
-        p95 = self._latency(fleet, errors) if running else {}
+        window = now - self._window_at >= 0.8 * self.interval
+        if window:
+            self._p95 = self._latency(fleet, errors) if running else {}
+            self._window_at = now
         slow = now - self._slow_at >= SLOW
         out = []
         for m in fleet.members:
@@ -81,11 +89,11 @@ class Overview(Reader):
                 self._slow[m.name] = (s.last_drill, s.newest_verified_backup)
             s.last_drill, s.newest_verified_backup = self._slow.get(m.name, (None, None))
             row: dict[str, Any] = {**s.to_dict(), "served": True, "rps": None, "error_rate": None,
-                                   "p95_ms": p95.get(m.name)}
+                                   "p95_ms": self._p95.get(m.name)}
             if warm and warm.get("color") != s.live:
                 row["warm"] = {"color": warm.get("color"), "left_s": max(0, int(float(warm.get("until") or 0) - now))}
             backend = backend_rows(rows, m.name).get("BACKEND")
-            if backend is not None:
+            if backend is not None and window:
                 stats = ServerStats.from_haproxy(backend)
                 before = self._counters.get(m.name)
                 self._counters[m.name] = (now, stats.responses_total, stats.responses_5xx)
@@ -94,6 +102,9 @@ class Overview(Reader):
                     row["rps"] = round(answered / max(1e-6, now - before[0]), 1)
                     failed = max(0, stats.responses_5xx - before[2])
                     row["error_rate"] = round(failed / answered, 4) if answered else 0.0
+                self._traffic[m.name] = {"rps": row["rps"], "error_rate": row["error_rate"]}
+            elif backend is not None:
+                row.update(self._traffic.get(m.name, {}))
             out.append(row)
         if slow:
             self._slow_at = now
