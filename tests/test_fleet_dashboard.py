@@ -47,8 +47,9 @@ def sign_in(driver: Any, url: str, token: str = TOKEN) -> None:
 def test_the_overview_lists_every_deployment_a_broken_one_with_its_error_and_rolls_one_back_from_its_page(
         fleet: Fleet, broken_serve: FleetServe, browser: Any) -> None:  # noqa: F811 - imported fixtures
     """Sign in with the fleet's token; the overview shows each deployment's live version and the broken
-    one's error; fixed, it is taken in again; a deployment's page under /d/NAME/ streams in place and
-    rolls that deployment back with one click and a confirmation, and no other deployment moves."""
+    one's error; fixed, it is taken in again; a deployment's page under /d/NAME/ streams in place,
+    rolls that deployment back with one click and a confirmation and drills it, and no other
+    deployment moves."""
     url = broken_serve.url
     fraud, churn, ranker = fleet.names["fraud"], fleet.names["churn"], fleet.names["ranker"]
     # Nothing without a session: the overview is the sign-in form; a deployment's page and stream refuse.
@@ -73,6 +74,9 @@ def test_the_overview_lists_every_deployment_a_broken_one_with_its_error_and_rol
         assert wait_for(lambda: browser.find_element("tag name", "body").get_attribute("data-stream") == "live",
                         timeout=20)
         assert wait_for(lambda: text_of(browser, f"errors-{fraud}") == "0.00 %", timeout=30)  # traffic read
+        for _ in range(2):  # two more readings, so that the figures are a window's under this traffic
+            read = text_of(browser, "updated")
+            assert wait_for(lambda: text_of(browser, "updated") not in ("", read), timeout=20)  # noqa: B023
         OUTPUT.mkdir(parents=True, exist_ok=True)
         shot = OUTPUT / "fleet-dashboard.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
@@ -106,6 +110,12 @@ def test_the_overview_lists_every_deployment_a_broken_one_with_its_error_and_rol
         assert browser.current_url == f"{url}/d/{churn}/"
         assert wait_for(lambda: text_of(browser, "live-version") == "v1", timeout=20)
         assert wait_for(lambda: version_through_proxy(fleet, "churn") == "v1", timeout=10)
+
+        # The page's drill button drills churn only.
+        click(browser, "drill")
+        assert wait_for(lambda: text_of(browser, "flash").startswith("Drill: "), timeout=120), browser.page_source
+        assert len(broken_serve.call("GET", f"/api/deployments/{churn}/drills").json()) == 1
+        assert broken_serve.call("GET", f"/api/deployments/{fraud}/drills").json() == []
 
         # Only churn moved: fraud still serves v2 and ranker v1, through the proxy and in the overview.
         assert version_through_proxy(fleet, "fraud") == "v2" and version_through_proxy(fleet, "ranker") == "v1"
