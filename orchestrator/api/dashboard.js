@@ -3,7 +3,9 @@
   "use strict";
   if (!window.EventSource) { return; }
   // The page refreshes itself only when scripts are off (its <noscript> meta tag).
-  var source = new EventSource("/ui/stream");
+  // The stream of this page (a fleet's deployment pages are under /d/NAME/), named by the page.
+  var me = document.currentScript;
+  var source = new EventSource((me && me.getAttribute("data-stream")) || "/ui/stream");
   source.addEventListener("state", function (message) {
     var state = JSON.parse(message.data);
     Object.keys(state.sections).forEach(function (id) {

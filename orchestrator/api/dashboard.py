@@ -4,6 +4,11 @@ Server-rendered HTML; a small script (``/ui/dashboard.js``) replaces the page's 
 from server-sent events (``/ui/stream``), one reading of the deployment per second shared by every
 viewer (observer.py). With JavaScript off the page still reads, and refreshes itself.
 
+A deployment's page and its actions are a router (``pages``) mounted where the serve wants them:
+at ``/`` in a deployment's serve, at ``/d/{name}/`` in a fleet's (overview.py has the fleet's own
+page), every link and form of the page under that prefix; sign-in and sign-out (``sessions``) are
+the app's, once.
+
 Sign-in takes the API token once, in a form; the browser then keeps a session cookie (HttpOnly,
 SameSite=Strict) holding an HMAC of the token and its issue time, never the token, and never in a
 URL. Every page but the sign-in form and the script needs the session, checked from the cookie
@@ -22,11 +27,12 @@ import html
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.requests import HTTPConnection
 
@@ -74,9 +80,11 @@ def csrf_for(token: str, session: str) -> str:
 OPEN_PATHS = frozenset({"/", "/login", "/ui/dashboard.js"})
 
 
-def owns(path: str) -> bool:
-    """Whether ``path`` is one of the dashboard's (the rest of the app is the API's)."""
-    return path in OPEN_PATHS or path == "/logout" or path.startswith("/ui/")
+def owns(path: str, prefixes: tuple[str, ...] = ()) -> bool:
+    """Whether ``path`` is one of the dashboard's (the rest of the app is the API's); a fleet's pages
+    are also under ``prefixes``."""
+    return (path in OPEN_PATHS or path == "/logout" or path.startswith("/ui/")
+            or any(path.startswith(prefix) for prefix in prefixes))
 
 
 def gate(token: str) -> Gate:
@@ -95,7 +103,7 @@ def e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _page(title: str, body: str, refresh: bool = False) -> str:
+def page(title: str, body: str, refresh: bool = False) -> str:
     noscript = '<noscript><meta http-equiv="refresh" content="5"></noscript>' if refresh else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -126,7 +134,7 @@ td.num {{ white-space: nowrap; text-align: right; }}
 
 def login_page(message: str = "") -> str:
     note = f'<p class="bad" id="login-error">{e(message)}</p>' if message else ""
-    return _page("bluegreen: sign in", f"""<header><h1>bluegreen</h1></header>
+    return page("bluegreen: sign in", f"""<header><h1>bluegreen</h1></header>
 <main><section><h2>Sign in</h2>{note}
 <form method="post" action="/login" id="login">
 <label>API token <input type="password" name="token" id="token" autocomplete="current-password" required></label>
@@ -140,8 +148,9 @@ def _weight(status: dict[str, Any], color: str) -> str:
     return "?" if weights is None else f"{weights.get(color, 0)} %"
 
 
-def render_sections(snap: dict[str, Any], csrf: str) -> dict[str, str]:
-    """The page's sections by element id: the page and each server-sent event carry these."""
+def render_sections(snap: dict[str, Any], csrf: str, base: str = "") -> dict[str, str]:
+    """The page's sections by element id: the page and each server-sent event carry these; ``base``
+    is the URL prefix of the page's links and forms."""
     st = snap.get("status") or {}
     live = st.get("live")
     envs = st.get("environments") or {}
@@ -152,8 +161,8 @@ def render_sections(snap: dict[str, Any], csrf: str) -> dict[str, str]:
     # The live colour and the buttons.
     rb = snap.get("rollback_to") or {}
     if rb.get("version") and not (release and release.get("kind") == "release"):
-        rollback = (f'<a class="button danger" id="rollback" href="/ui/rollback">Roll back to {e(rb["version"])}'
-                    f'{" (warm)" if rb.get("warm") else ""}</a>')
+        rollback = (f'<a class="button danger" id="rollback" href="{e(base)}/ui/rollback">Roll back to '
+                    f'{e(rb["version"])}{" (warm)" if rb.get("warm") else ""}</a>')
     elif release and release.get("kind") == "release":
         rollback = ('<span class="muted">A release is in progress: Abort sends traffic back.</span>')
     else:
@@ -162,10 +171,10 @@ def render_sections(snap: dict[str, Any], csrf: str) -> dict[str, str]:
     buttons = [rollback]
     if release and release.get("kind") == "release":
         for what, label in (("abort", "Abort"), ("promote", "Promote")):
-            buttons.append(f'<form class="inline" method="post" action="/ui/{what}"><input type="hidden" name="csrf" '
-                           f'value="{e(csrf)}"><button id="{what}"{" class=danger" if what == "abort" else ""}>'
-                           f'{label}</button></form>')
-    buttons.append(f'<form class="inline" method="post" action="/ui/drill"><input type="hidden" name="csrf" '
+            buttons.append(f'<form class="inline" method="post" action="{e(base)}/ui/{what}"><input type="hidden" '
+                           f'name="csrf" value="{e(csrf)}"><button id="{what}"'
+                           f'{" class=danger" if what == "abort" else ""}>{label}</button></form>')
+    buttons.append(f'<form class="inline" method="post" action="{e(base)}/ui/drill"><input type="hidden" name="csrf" '
                    f'value="{e(csrf)}"><button id="drill">Run drill</button></form>')
     warm = st.get("warm")
     warm_text = "none"
@@ -319,92 +328,123 @@ def chart(points: list[dict[str, Any]], width: int = 420, height: int = 90) -> s
     return "".join(out)
 
 
-def dashboard_page(snap: dict[str, Any], csrf: str, project: str, flash: str = "") -> str:
-    sections = render_sections(snap, csrf)
-    order = ("actions", "live", "colours", "release", "chart", "drills", "backups", "history")
-    body = (f'<header><h1>bluegreen</h1><span>{e(project)}</span><span class="muted" id="updated">read '
-            f'{time.strftime("%H:%M:%S", time.gmtime(snap.get("at", time.time())))} UTC</span>'
-            f'<form class="inline" method="post" action="/logout" style="margin-left:auto"><input type="hidden" '
-            f'name="csrf" value="{e(csrf)}"><button id="sign-out">Sign out</button></form></header>'
-            + (f'<div class="flash" id="flash">{e(flash)}</div>' if flash else "")
+def header(title: str, csrf: str, home: str | None = None, read_at: float | None = None) -> str:
+    """The bar at the top of a signed-in page: its title, a link to the fleet's overview, sign-out."""
+    up = f'<a href="{e(home)}" id="overview-link" style="color:#93c5fd">All deployments</a>' if home else ""
+    when = time.strftime("%H:%M:%S", time.gmtime(read_at if read_at is not None else time.time()))
+    return (f'<header><h1>bluegreen</h1>{up}<span>{e(title)}</span><span class="muted" id="updated">read {when} UTC'
+            f'</span><form class="inline" method="post" action="/logout" style="margin-left:auto"><input '
+            f'type="hidden" name="csrf" value="{e(csrf)}"><button id="sign-out">Sign out</button></form></header>')
+
+
+def streamed(sections: dict[str, str], order: tuple[str, ...], stream: str, flash: str = "") -> str:
+    """The page's body: the flash, its sections, and the script that replaces them from ``stream``."""
+    return ((f'<div class="flash" id="flash">{e(flash)}</div>' if flash else "")
             + "<main>" + "".join(f'<section id="{name}">{sections[name]}</section>' for name in order) + "</main>"
-            + '<script src="/ui/dashboard.js" defer></script>')
-    return _page(f"bluegreen: {project}", body, refresh=True)
+            + f'<script src="/ui/dashboard.js" data-stream="{e(stream)}" defer></script>')
 
 
-def confirm_page(snap: dict[str, Any], csrf: str) -> str:
+def dashboard_page(snap: dict[str, Any], csrf: str, project: str, flash: str = "", base: str = "",
+                   home: str | None = None) -> str:
+    sections = render_sections(snap, csrf, base)
+    order = ("actions", "live", "colours", "release", "chart", "drills", "backups", "history")
+    body = header(project, csrf, home, snap.get("at")) + streamed(sections, order, f"{base}/ui/stream", flash)
+    return page(f"bluegreen: {project}", body, refresh=True)
+
+
+def confirm_page(snap: dict[str, Any], csrf: str, base: str = "", project: str = "") -> str:
     st = snap.get("status") or {}
     live = st.get("live")
     live_version = ((st.get("environments") or {}).get(live or "") or {}).get("version")
     rb = snap.get("rollback_to") or {}
+    back = f"{e(base)}/"
     if not rb.get("version"):
-        body = f'<p class="bad">No rollback is possible: {e(rb.get("error"))}</p><a class="button" href="/">Back</a>'
+        body = (f'<p class="bad">No rollback is possible: {e(rb.get("error"))}</p>'
+                f'<a class="button" href="{back}">Back</a>')
     else:
         how = "at once (it is warm)" if rb.get("warm") else "after starting it and passing the health gate"
-        body = (f'<p id="confirm-text">Roll back from <b>{e(live_version)}</b> ({e(live)}) to '
+        whose = f" of <b id=\"confirm-project\">{e(project)}</b>" if project else ""
+        body = (f'<p id="confirm-text">Roll back{whose} from <b>{e(live_version)}</b> ({e(live)}) to '
                 f'<b id="confirm-version">{e(rb["version"])}</b>: all traffic moves {how}.</p>'
-                f'<form method="post" action="/ui/rollback"><input type="hidden" name="csrf" value="{e(csrf)}">'
-                f'<input type="hidden" name="from" value="{e(live_version)}">'
+                f'<form method="post" action="{e(base)}/ui/rollback"><input type="hidden" name="csrf" '
+                f'value="{e(csrf)}"><input type="hidden" name="from" value="{e(live_version)}">'
                 f'<label>Reason <input name="reason" id="reason" size="50" placeholder="why (goes into history)">'
                 f'</label> <button class="danger" id="confirm-rollback">Roll back to {e(rb["version"])}</button> '
-                f'<a class="button" href="/" id="cancel">Cancel</a></form>')
-    return _page("bluegreen: roll back?", f'<header><h1>bluegreen</h1></header><main><section><h2>Roll back?</h2>'
+                f'<a class="button" href="{back}" id="cancel">Cancel</a></form>')
+    return page("bluegreen: roll back?", f'<header><h1>bluegreen</h1></header><main><section><h2>Roll back?</h2>'
                  f'{body}</section></main>')
 
 
 # -- routes -----------------------------------------------------------------------------------------
-def install(app: FastAPI, service: Any, observer: Any) -> None:
-    token: str = service.token
+def session_of(token: str, request: Request) -> str | None:
+    value = request.cookies.get(SESSION_COOKIE)
+    return value if session_ok(token, value) else None
 
-    def session_of(request: Request) -> str | None:
-        value = request.cookies.get(SESSION_COOKIE)
-        return value if session_ok(token, value) else None
 
-    def html_response(text: str, status: int = 200) -> HTMLResponse:
-        return HTMLResponse(text, status_code=status, headers=HEADERS)
+def html_response(text: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(text, status_code=status, headers=HEADERS)
 
-    def redirect(flash: str = "") -> RedirectResponse:
-        response = RedirectResponse("/", status_code=303, headers=HEADERS)
-        if flash:
-            response.set_cookie(FLASH_COOKIE, json.dumps(flash[:500]), max_age=60, httponly=True, samesite="strict")
-        return response
 
-    async def form(request: Request) -> dict[str, str]:
-        body = (await request.body())[:65536].decode(errors="replace")
-        return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+def redirect(to: str, flash: str = "") -> RedirectResponse:
+    """Back to the page at ``to``, with a message it shows once (a cookie of that page's path)."""
+    response = RedirectResponse(to, status_code=303, headers=HEADERS)
+    if flash:
+        response.set_cookie(FLASH_COOKIE, json.dumps(flash[:500]), max_age=60, httponly=True, samesite="strict",
+                            path=to)
+    return response
 
-    async def checked(request: Request) -> tuple[str, dict[str, str]] | Response:
-        """The session and the form of a state-changing request, or the refusal."""
-        session = session_of(request)
-        if session is None:
-            return html_response(login_page("Sign in first."), 401)
-        fields = await form(request)
-        if not hmac.compare_digest(fields.get("csrf", ""), csrf_for(token, session)):
-            return PlainTextResponse("refused: the form's CSRF token is missing or wrong (reload the page)",
-                                     status_code=403, headers=HEADERS)
-        return session, fields
 
-    def snapshot() -> dict[str, Any]:
-        seq, snap = observer.latest()
-        return dict(snap) if seq else dict(observer.tick())
+def with_flash(request: Request, render: Callable[[str], str], path: str) -> Response:
+    """The page (given the flash message left for it, if any); the message is then forgotten."""
+    flash = ""
+    raw = request.cookies.get(FLASH_COOKIE)
+    if raw:
+        try:
+            flash = str(json.loads(raw))
+        except ValueError:
+            flash = ""
+    response = html_response(render(flash))
+    if raw:
+        response.delete_cookie(FLASH_COOKIE, path=path)
+    return response
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index(request: Request) -> Response:
-        session = session_of(request)
-        if session is None:
-            return html_response(login_page())
-        flash = ""
-        raw = request.cookies.get(FLASH_COOKIE)
-        if raw:
-            try:
-                flash = str(json.loads(raw))
-            except ValueError:
-                flash = ""
-        response = html_response(dashboard_page(snapshot(), csrf_for(token, session),
-                                                service.settings.project, flash))
-        if raw:
-            response.delete_cookie(FLASH_COOKIE)
-        return response
+
+async def form(request: Request) -> dict[str, str]:
+    body = (await request.body())[:65536].decode(errors="replace")
+    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+
+
+async def checked(token: str, request: Request) -> tuple[str, dict[str, str]] | Response:
+    """The session and the form of a state-changing request, or the refusal."""
+    session = session_of(token, request)
+    if session is None:
+        return html_response(login_page("Sign in first."), 401)
+    fields = await form(request)
+    if not hmac.compare_digest(fields.get("csrf", ""), csrf_for(token, session)):
+        return PlainTextResponse("refused: the form's CSRF token is missing or wrong (reload the page)",
+                                 status_code=403, headers=HEADERS)
+    return session, fields
+
+
+def event_stream(token: str, session: str, request: Request, reader: Any,
+                 render: Callable[[dict[str, Any]], dict[str, str]]) -> StreamingResponse:
+    """Server-sent events: each of ``reader``'s readings, rendered into the page's sections."""
+    async def events() -> AsyncIterator[str]:
+        seq = 0
+        deadline = time.monotonic() + SESSION_SECONDS
+        while time.monotonic() < deadline and session_ok(token, session):
+            if await request.is_disconnected():
+                return
+            seq, snap = await asyncio.to_thread(reader.wait, seq, 15.0)
+            payload = {"sections": render(snap),
+                       "updated": time.strftime("read %H:%M:%S UTC", time.gmtime(snap.get("at", time.time())))}
+            yield f"id: {seq}\nevent: state\ndata: {json.dumps(payload)}\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={**HEADERS, "X-Accel-Buffering": "no"})
+
+
+def sessions(app: FastAPI, token: str) -> None:
+    """Sign-in, sign-out and the pages' script: once per app, whatever pages it has."""
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
@@ -419,7 +459,7 @@ def install(app: FastAPI, service: Any, observer: Any) -> None:
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
-        got = await checked(request)
+        got = await checked(token, request)
         if isinstance(got, Response):
             return got
         response = RedirectResponse("/", status_code=303, headers=HEADERS)
@@ -430,85 +470,112 @@ def install(app: FastAPI, service: Any, observer: Any) -> None:
     def script() -> Response:
         return Response(SCRIPT.read_text(), media_type="text/javascript", headers=HEADERS)
 
-    @app.get("/ui/rollback", response_class=HTMLResponse, include_in_schema=False)
+
+@dataclass(frozen=True)
+class Pages:
+    """What one deployment's pages act on, and where they are."""
+
+    service: Any  # api.app.Service
+    observer: Any  # observer.Observer
+    base: str = ""  # the pages' URL prefix: "" in a deployment's serve, /d/NAME in a fleet's
+    home: str | None = None  # in a fleet: the overview, linked from the page's header
+
+
+def pages(token: str, resolve: Callable[[Request], Pages]) -> APIRouter:
+    """One deployment's page (``/``), its rollback confirmation, its actions and its stream (``/ui/…``),
+    relative to where the router is mounted; ``resolve`` finds the deployment a request is for."""
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index(request: Request) -> Response:
+        session = session_of(token, request)
+        if session is None:
+            return html_response(login_page())
+        at = resolve(request)
+        snap = at.observer.current()
+        return with_flash(request, lambda flash: dashboard_page(
+            snap, csrf_for(token, session), at.service.settings.project, flash, at.base, at.home), f"{at.base}/")
+
+    @router.get("/ui/rollback", response_class=HTMLResponse, include_in_schema=False)
     def confirm(request: Request) -> Response:
-        session = session_of(request)
+        session = session_of(token, request)
         if session is None:
             return html_response(login_page("Sign in first."), 401)
-        return html_response(confirm_page(observer.tick(), csrf_for(token, session)))
+        at = resolve(request)
+        return html_response(confirm_page(at.observer.tick(), csrf_for(token, session), at.base,
+                                          at.service.settings.project if at.home else ""))
 
-    def act(request: Request, what: str, run: Callable[[], str]) -> Response:
+    def act(at: Pages, what: str, run: Callable[[], str]) -> Response:
         try:
-            return redirect(run())
+            return redirect(f"{at.base}/", run())
         except BluegreenError as exc:
-            return redirect(f"{what} refused: {exc.message}" + (f" (try: {exc.hint})" if exc.hint else ""))
+            return redirect(f"{at.base}/", f"{what} refused: {exc.message}" + (f" (try: {exc.hint})" if exc.hint
+                                                                                else ""))
         finally:
-            observer.tick()  # the next page shows the new state at once
+            at.observer.tick()  # the next page shows the new state at once
 
-    @app.post("/ui/rollback", include_in_schema=False)
+    @router.post("/ui/rollback", include_in_schema=False)
     async def do_rollback(request: Request) -> Response:
-        got = await checked(request)
+        got = await checked(token, request)
         if isinstance(got, Response):
             return got
         _session, fields = got
+        at = resolve(request)
         reason = fields.get("reason", "").strip()[:500] or "one-click rollback from the dashboard"
 
         def run() -> str:
-            result = service.rollback(request, None, reason, fields.get("from") or None, face="dashboard")
+            result = at.service.rollback(request, None, reason, fields.get("from") or None, face="dashboard")
             notes = f" ({'; '.join(result.notes)})" if result.notes else ""
             return f"Rolled back: {result.live} serves {result.version} ({result.seconds * 1000:.0f} ms){notes}"
 
-        return await asyncio.to_thread(act, request, "rollback", run)
+        return await asyncio.to_thread(act, at, "rollback", run)
 
     def requester(what: str) -> Callable[[Request], Any]:
         async def handler(request: Request) -> Response:
-            got = await checked(request)
+            got = await checked(token, request)
             if isinstance(got, Response):
                 return got
+            at = resolve(request)
 
             def run() -> str:
                 from bluegreen.orchestrator.core.rollback import request as ask
 
-                rec = ask(service.deployment(request, "dashboard"), what, wait=60, progress=service.events)
+                rec = ask(at.service.deployment(request, "dashboard"), what, wait=60, progress=at.service.events)
                 return f"{what.capitalize()}: release {rec.id} of {rec.version} is {rec.status}"
 
-            return await asyncio.to_thread(act, request, what, run)
+            return await asyncio.to_thread(act, at, what, run)
 
         return handler
 
-    app.post("/ui/abort", include_in_schema=False)(requester("abort"))
-    app.post("/ui/promote", include_in_schema=False)(requester("promote"))
+    router.post("/ui/abort", include_in_schema=False)(requester("abort"))
+    router.post("/ui/promote", include_in_schema=False)(requester("promote"))
 
-    @app.post("/ui/drill", include_in_schema=False)
+    @router.post("/ui/drill", include_in_schema=False)
     async def do_drill(request: Request) -> Response:
-        got = await checked(request)
+        got = await checked(token, request)
         if isinstance(got, Response):
             return got
+        at = resolve(request)
 
         def run() -> str:
-            from bluegreen.orchestrator.automation.drill import drill
+            return "Drill: " + str(at.service.drill(at.service.deployment(request, "dashboard")).summary())
 
-            return "Drill: " + drill(service.deployment(request, "dashboard"), progress=service.events).summary()
+        return await asyncio.to_thread(act, at, "drill", run)
 
-        return await asyncio.to_thread(act, request, "drill", run)
-
-    @app.get("/ui/stream", include_in_schema=False)
+    @router.get("/ui/stream", include_in_schema=False)
     async def stream(request: Request) -> Response:
-        session = session_of(request)
+        session = session_of(token, request)
         if session is None:
             return PlainTextResponse("sign in first", status_code=401, headers=HEADERS)
+        at = resolve(request)
         csrf = csrf_for(token, session)
+        return event_stream(token, session, request, at.observer, lambda snap: render_sections(snap, csrf, at.base))
 
-        async def events() -> AsyncIterator[str]:
-            seq = 0
-            deadline = time.monotonic() + SESSION_SECONDS
-            while time.monotonic() < deadline and session_ok(token, session):
-                if await request.is_disconnected():
-                    return
-                seq, snap = await asyncio.to_thread(observer.wait, seq, 15.0)
-                payload = {"sections": render_sections(snap, csrf),
-                           "updated": time.strftime("read %H:%M:%S UTC", time.gmtime(snap.get("at", time.time())))}
-                yield f"id: {seq}\nevent: state\ndata: {json.dumps(payload)}\n\n"
+    return router
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={**HEADERS, "X-Accel-Buffering": "no"})
+
+def install(app: FastAPI, service: Any, observer: Any) -> None:
+    """A deployment's serve: its page at ``/``, sign-in at ``/login``."""
+    sessions(app, service.token)
+    fixed = Pages(service, observer)
+    app.include_router(pages(service.token, lambda request: fixed))

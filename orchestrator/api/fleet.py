@@ -9,6 +9,9 @@ Deployments are independent: each has its own lock, rollback queue and adapters,
 different deployments run at once, and a deployment whose settings do not validate is reported
 (503 on its paths, its error in ``/api/deployments``) while the others are served — and taken in
 again once its settings are fixed. Drills take turns on the host (``[drills] concurrent``).
+
+Given an ``Overview``, the app also serves the dashboard (overview.py): the overview at ``/`` and
+each deployment's page at ``/d/{name}/``, signed in with the fleet's token.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import Field
 
+from bluegreen.orchestrator.api import dashboard, overview
 from bluegreen.orchestrator.api.app import (
     AlertmanagerPayload,
     RollbackBody,
@@ -35,7 +39,7 @@ from bluegreen.orchestrator.api.app import (
     events_endpoint,
     rollback_through,
 )
-from bluegreen.orchestrator.api.guard import Guard, Refusal
+from bluegreen.orchestrator.api.guard import Gate, Guard, Refusal
 from bluegreen.orchestrator.core.events import Event, EventLog
 from bluegreen.orchestrator.deployment import Deployment
 from bluegreen.orchestrator.errors import BluegreenError, ConfigError, InvalidRequest
@@ -184,16 +188,23 @@ class FleetService:
         return {"deployments": outcomes, "unrouted": unrouted}
 
 
-def create_fleet_app(fleet_service: FleetService) -> FastAPI:
+def create_fleet_app(fleet_service: FleetService, reader: overview.Overview | None = None,
+                     pages: overview.DeploymentPages | None = None) -> FastAPI:
+    """The fleet's API; with ``reader`` (and ``pages``, made if not given), its dashboard too."""
     app = base_app(fleet_service.started)
 
+    def refused(request: Request, exc: BluegreenError, status: int) -> Response:
+        if request.url.path.startswith(overview.PAGES):  # a page: said in a page
+            return overview.unserved_page(exc.message, exc.hint, status)
+        return JSONResponse(exc.to_dict(), status_code=status)
+
     @app.exception_handler(UnknownDeployment)
-    def _unknown(request: Request, exc: UnknownDeployment) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=404)
+    def _unknown(request: Request, exc: UnknownDeployment) -> Response:
+        return refused(request, exc, 404)
 
     @app.exception_handler(BrokenDeployment)
-    def _broken(request: Request, exc: BrokenDeployment) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=503)
+    def _broken(request: Request, exc: BrokenDeployment) -> Response:
+        return refused(request, exc, 503)
 
     @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
     def metrics() -> PlainTextResponse:
@@ -237,12 +248,18 @@ def create_fleet_app(fleet_service: FleetService) -> FastAPI:
         """Alertmanager's webhook for the whole fleet: each alert acts on the deployment its label names."""
         return fleet_service.alerts(request, payload)
 
+    page_gate: Gate | None = None
+    if reader is not None:
+        overview.install(app, fleet_service, reader, pages or overview.DeploymentPages(fleet_service))
+        page_gate = dashboard.gate(fleet_service.token)
     api = bearer(fleet_service.token)
 
     def gate(conn: Any) -> Refusal | None:
         path = conn.scope["path"]
         if path in PUBLIC:
             return None
+        if page_gate is not None and dashboard.owns(path, (overview.PAGES,)):
+            return page_gate(conn)
         refused = api(conn)
         if refused is None or not path.startswith("/api/deployments/"):
             return refused

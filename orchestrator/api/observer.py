@@ -6,16 +6,23 @@ requests per second, error rate and p95 latency over the last interval, from the
 counters and the colour's latency histogram (or the proxy's timings when it has none), the same
 figures a release step judges. Viewers wait for the next reading (server-sent events); nobody's
 page load makes the deployment do more work.
+
+``Reader`` is that thread's life, shared with the fleet's overview (overview.py): it reads every
+``interval`` while someone watches (a page served or a stream waiting within the last
+``WATCHED_FOR`` seconds), and every ``unwatched`` seconds otherwise; ``math.inf`` reads nothing
+until a viewer comes. Its thread starts with the first viewer, so a fleet's deployment whose page
+nobody opens costs no thread and no reading.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from bluegreen.orchestrator.analysis import steps as analysis
@@ -52,52 +59,128 @@ def release_view(rec: Any, now: float) -> dict[str, Any]:
             "started_at": rec.started_at, "step": rec.step, "current": current, "steps": steps}
 
 
-class Observer:
-    def __init__(self, base: Deployment, interval: float = 1.0, keep_seconds: float = 600.0) -> None:
-        self.dep = base.acting_as("dashboard")
+WATCHED_FOR = 30.0  # seconds a page view or a waiting stream keeps a reader at its fast interval
+
+
+class Reader:
+    """Readings taken by one thread and shared: ``latest`` and ``wait`` for viewers, ``tick`` for one now."""
+
+    name = "reader"
+    watched_for = WATCHED_FOR
+
+    def __init__(self, interval: float, unwatched: float | None = None) -> None:
         self.interval = interval
-        self.points: deque[dict[str, Any]] = deque(maxlen=max(10, int(keep_seconds / interval)))
+        self.unwatched = interval if unwatched is None else unwatched
         self._cond = threading.Condition()
         self._seq = 0
         self._snapshot: dict[str, Any] = {}
-        self._previous: dict[str, tuple[float, analysis.Snapshot]] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._slow_at = 0.0
-        self._slow: dict[str, Any] = {}
+        self._starting = threading.Lock()
+        self._reading = threading.Lock()  # one reading at a time: the thread's, a page's or an action's
+        self._watched_at = -math.inf
+        self.readings = 0  # how many were taken (the bench and the tests count them)
 
     # -- the thread ----------------------------------------------------------------------------
-    def start(self) -> Observer:
-        self._thread = threading.Thread(target=self._run, name="dashboard-observer", daemon=True)
-        self._thread.start()
+    def start(self) -> Self:
+        with self._starting:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def watched(self) -> bool:
+        return time.monotonic() - self._watched_at < self.watched_for
+
+    def watch(self) -> None:
+        """A viewer is here: read at the fast interval from now (the thread started if need be)."""
+        was = self.watched()
+        self._watched_at = time.monotonic()
+        if self._thread is None:
+            self.start()
+        elif not was:
+            self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             began = time.monotonic()
-            self.tick()
-            self._stop.wait(max(0.05, self.interval - (time.monotonic() - began)))
+            if self.watched() or math.isfinite(self.unwatched) or self._seq == 0:
+                self.tick()
+            pause = self.interval if self.watched() else self.unwatched
+            self._wake.wait(None if math.isinf(pause) else max(0.05, pause - (time.monotonic() - began)))
+            self._wake.clear()
 
     # -- readers -------------------------------------------------------------------------------
     def latest(self) -> tuple[int, dict[str, Any]]:
+        self.watch()
         with self._cond:
             return self._seq, self._snapshot
 
+    def current(self, max_age: float | None = None) -> dict[str, Any]:
+        """The latest reading if it is at most ``max_age`` seconds old (two intervals by default), else one now."""
+        seq, snap = self.latest()  # (a viewer: the thread starts, or wakes, and reads at once)
+        limit = 2 * self.interval + 0.5 if max_age is None else max_age
+        if seq and time.time() - float(snap.get("at", 0.0)) <= limit:
+            return dict(snap)
+        later, snap = self.wait(seq, max(5.0, 5 * self.interval))
+        return dict(snap) if later > seq else dict(self.tick())
+
     def wait(self, after: int, timeout: float) -> tuple[int, dict[str, Any]]:
         """The next reading after ``after`` (or the current one when ``timeout`` passes first)."""
+        self.watch()
         with self._cond:
             self._cond.wait_for(lambda: self._seq > after, timeout)
             return self._seq, self._snapshot
 
-    # -- one reading ---------------------------------------------------------------------------
     def tick(self) -> dict[str, Any]:
-        now = time.time()
+        """Read now, and hand the reading to every viewer."""
+        with self._reading:
+            snapshot = self.read(time.time())
+            self.readings += 1
+        with self._cond:
+            self._seq += 1
+            self._snapshot = snapshot
+            self._cond.notify_all()
+        return snapshot
+
+    def read(self, now: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Observer(Reader):
+    """One deployment's dashboard readings (see the module's docstring)."""
+
+    name = "dashboard-observer"
+
+    def __init__(self, base: Deployment, interval: float = 1.0, keep_seconds: float = 600.0,
+                 unwatched: float | None = None) -> None:
+        super().__init__(interval, unwatched)
+        self.dep = base.acting_as("dashboard")
+        self.points: deque[dict[str, Any]] = deque(maxlen=max(10, int(keep_seconds / interval)))
+        self._previous: dict[str, tuple[float, analysis.Snapshot]] = {}
+        self._slow_at = 0.0
+        self._slow: dict[str, Any] = {}
+        self._read_at = 0.0
+
+    # -- one reading ---------------------------------------------------------------------------
+    def read(self, now: float) -> dict[str, Any]:
         snapshot: dict[str, Any] = {"at": now, "errors": []}
+        if now - self._read_at > max(5.0, 5 * self.interval):
+            # Readings resume after a pause (nobody watched): a traffic point over the whole pause would
+            # mislead, so the counters start afresh.
+            self._previous.clear()
+        self._read_at = now
         try:
             snapshot.update(self._state(now))
         except Exception as exc:
@@ -107,10 +190,6 @@ class Observer:
         except Exception as exc:
             snapshot["errors"].append(f"traffic: {type(exc).__name__}: {getattr(exc, 'message', exc)}")
         snapshot["points"] = list(self.points)
-        with self._cond:
-            self._seq += 1
-            self._snapshot = snapshot
-            self._cond.notify_all()
         return snapshot
 
     def _state(self, now: float) -> dict[str, Any]:

@@ -137,6 +137,7 @@ def serve_fleet(fleet: Any, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from bluegreen.orchestrator.api.fleet import FleetService, create_fleet_app, read_fleet_token
+    from bluegreen.orchestrator.api.overview import DeploymentPages, Overview, stop
 
     token = read_fleet_token(fleet)
     events = EventLog(2000 + 200 * len(fleet.members))
@@ -151,13 +152,18 @@ def serve_fleet(fleet: Any, host: str | None, port: int | None) -> None:
     service = FleetService(fleet, token, events, on_load=scheduled)
     jobs.add_job(service.retry_broken, "interval", seconds=5.0, id="fleet:settings")
     jobs.start()
-    app = create_fleet_app(service)
+    # The dashboard: the overview reads all the time (slowly while nobody watches); a deployment's page
+    # reads only while it is open.
+    reader = Overview(service).start()
+    pages = DeploymentPages(service)
+    app = create_fleet_app(service, reader, pages)
     host = host or fleet.serve.host
     served = ", ".join(service.members) or "none"
     broken = "".join(f"; NOT served: {n} ({why})" for n, why in service.broken.items())
-    print(f"bluegreen fleet serve on http://{host}:{port or fleet.serve.port} for {served}{broken}", file=sys.stderr,
-          flush=True)
+    print(f"bluegreen fleet serve on http://{host}:{port or fleet.serve.port} (dashboard at /) for {served}{broken}",
+          file=sys.stderr, flush=True)
     try:
         uvicorn.run(app, host=host, port=port or fleet.serve.port, log_level="warning", access_log=False)
     finally:
+        stop(reader, pages)
         jobs.shutdown(wait=False)

@@ -161,7 +161,8 @@ def fleet_serve(
     port: Annotated[int | None, typer.Option("--port", help="Port (default: the fleet file's [serve] port).",
                     show_default=False, min=1, max=65535)] = None,
 ) -> None:
-    """One API, Alertmanager receiver, /metrics and scheduler for every deployment of the fleet, until stopped."""
+    """The dashboard, one API, Alertmanager receiver, /metrics and scheduler for every deployment of the fleet,
+    until stopped."""
     from bluegreen.orchestrator.api.server import serve_fleet
 
     serve_fleet(current_fleet(), host, port)

@@ -276,50 +276,82 @@ class FleetStatus:
         return asdict(self)
 
 
-def status(fleet: Fleet) -> FleetStatus:
-    """One line per member, from one read of the shared proxy and each member's own state."""
+Rows = dict[str, dict[str, dict[str, str]]]  # the shared proxy's `show stat`: backend -> server -> row
+
+
+def proxy_rows(fleet: Fleet) -> tuple[bool, Rows]:
+    """Whether the shared proxy runs, and its counters for every deployment, from one ``show stat``."""
+    rows: Rows = {}
+    if not fleet.members:
+        return False, rows
+    shared = shared_proxy(fleet)
+    running = shared.running()
+    if running:
+        with contextlib.suppress(ProxyError):
+            text = shared.command("show stat")
+            lines = [line for line in text.splitlines() if line]
+            header = lines[0][2:].split(",")
+            for line in lines[1:]:
+                row = dict(zip(header, line.split(","), strict=False))
+                rows.setdefault(row.get("pxname", ""), {})[row.get("svname", "")] = row
+    return running, rows
+
+
+def timings_dump(fleet: Fleet) -> str:
+    """The shared proxy's ring of request timings (every deployment's requests, each line naming its backend)."""
+    from bluegreen.orchestrator.proxy.timings import RING
+
+    return shared_proxy(fleet).command(f"show events {RING}")
+
+
+def backend_rows(rows: Rows, name: str) -> dict[str, dict[str, str]]:
+    """One deployment's rows of ``show stat``: its servers, and the backend's own ("BACKEND")."""
+    return rows.get(f"be_{name}", {})
+
+
+def member_status(m: Member, dep: Deployment, rows: Rows, journal: bool = True) -> MemberStatus:
+    """One line of ``fleet status`` for the member ``dep`` is; without ``journal``, not its last drill
+    and backup (the dearer part of the reading)."""
     from bluegreen.orchestrator.state.journal import Journal
 
-    began = time.monotonic()
-    rows: dict[str, dict[str, dict[str, str]]] = {}  # backend -> server -> row
-    proxy_running = False
-    if fleet.members:
-        shared = shared_proxy(fleet)
-        proxy_running = shared.running()
-        if proxy_running:
-            with contextlib.suppress(ProxyError):
-                text = shared.command("show stat")
-                lines = [line for line in text.splitlines() if line]
-                header = lines[0][2:].split(",")
-                for line in lines[1:]:
-                    row = dict(zip(header, line.split(","), strict=False))
-                    rows.setdefault(row.get("pxname", ""), {})[row.get("svname", "")] = row
-    out = []
-    for m in fleet.members:
-        s = MemberStatus(m.name, m.describe(), "")
-        out.append(s)
-        try:
-            dep = deployment(fleet, m, "fleet")
-            s.url = dep.proxy_url
-            s.live = dep.state.live_color()
-            record = dep.state.environment(s.live) if s.live else None
-            s.version = record.version if record else None
-            servers = rows.get(f"be_{m.name}", {})
-            if servers:
-                s.weights = {c: int(servers[c].get("weight") or 0) for c in COLORS if c in servers}
-                s.health = {c: servers[c].get("status", "") for c in COLORS if c in servers}
-                s.standby = next((c for c in COLORS if f"{c}-standby" in servers
-                                  and servers[f"{c}-standby"].get("status") != "MAINT"), None)
-            journal = Journal(dep.state)
-            current = journal.running()
-            if current is not None:
-                s.release = f"{current.kind} {current.id} of {current.version}: {current.step}"
-            drill = next((r for r in journal.recent(50) if r.kind == "drill"), None)
+    s = MemberStatus(m.name, m.describe(), "")
+    try:
+        s.url = dep.proxy_url
+        s.live = dep.state.live_color()
+        record = dep.state.environment(s.live) if s.live else None
+        s.version = record.version if record else None
+        servers = backend_rows(rows, m.name)
+        if servers:
+            s.weights = {c: int(servers[c].get("weight") or 0) for c in COLORS if c in servers}
+            s.health = {c: servers[c].get("status", "") for c in COLORS if c in servers}
+            s.standby = next((c for c in COLORS if f"{c}-standby" in servers
+                              and servers[f"{c}-standby"].get("status") != "MAINT"), None)
+        log = Journal(dep.state)
+        current = log.running()
+        if current is not None:
+            s.release = f"{current.kind} {current.id} of {current.version}: {current.step}"
+        if journal:
+            drill = next((r for r in log.recent(50) if r.kind == "drill"), None)
             if drill is not None:
                 s.last_drill = f"{drill.status} {drill.started_at}"
             verified = next((b for b in dep.backups.all_sets()[:20] if b.verified_at), None)
             s.newest_verified_backup = verified.id if verified else None
+    except BluegreenError as exc:
+        s.error = exc.message
+    return s
+
+
+def status(fleet: Fleet) -> FleetStatus:
+    """One line per member, from one read of the shared proxy and each member's own state."""
+    began = time.monotonic()
+    proxy_running, rows = proxy_rows(fleet)
+    out = []
+    for m in fleet.members:
+        try:
+            dep = deployment(fleet, m, "fleet")
         except BluegreenError as exc:
-            s.error = exc.message
+            out.append(MemberStatus(m.name, m.describe(), "", error=exc.message))
+            continue
+        out.append(member_status(m, dep, rows))
     return FleetStatus(str(fleet.path), f"haproxy on {fleet.proxy.host}:{fleet.proxy.port}", proxy_running, out,
                        round(time.monotonic() - began, 3))
