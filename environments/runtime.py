@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -57,6 +58,16 @@ class TLSFiles:
 
     def any(self) -> bool:
         return bool(self.ca or self.cert or self.key)
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """A one-off container's run: its exit code (None: killed at its deadline), output and duration."""
+
+    exit_code: int | None
+    output: str
+    seconds: float
+    container: str
 
 
 @dataclass(frozen=True)
@@ -247,27 +258,51 @@ class DockerRuntime:
     def run_once(self, image: str, command: list[str], env: Mapping[str, str], mounts: tuple[Mount, ...] = (),
                  timeout: float = 600.0) -> tuple[int, str]:
         """Run a one-off container of ``image`` (e.g. a migration) to completion: (exit code, output)."""
+        run = self.run_job(image, command, env, timeout, mounts=mounts, as_caller=True)
+        if run.exit_code is None:
+            raise EnvironmentFailed(f"{' '.join(command)} in {image} did not finish within {timeout:g}s; "
+                                    "it was killed")
+        return run.exit_code, run.output
+
+    def run_job(self, image: str, command: list[str] | None, env: Mapping[str, str], timeout: float,
+                mounts: tuple[Mount, ...] = (), as_caller: bool = False, kind: str = "task",
+                tail: int | None = None) -> JobRun:
+        """Run a one-off container of ``image`` (host network) to completion, for at most ``timeout`` seconds.
+
+        One still running then is killed: its ``exit_code`` is None. Either way the container is removed
+        and its output (the last ``tail`` lines, or all) returned. ``as_caller`` runs it as this
+        process's user, for files it writes in ``mounts``; otherwise as the image says.
+        """
         import docker
         import requests
 
         self.require_image(image)
+        name = f"{self.project}-{kind}-{secrets.token_hex(4)}"
+        shown = " ".join(command) if command else "(its own command)"
+        began = time.monotonic()
         try:
             container = self.client.containers.run(
-                image, command, name=f"{self.project}-task-{secrets.token_hex(4)}", detach=True,
-                network_mode="host", environment=dict(env), labels={f"{LABEL}.project": self.project},
-                user=f"{os.getuid()}:{os.getgid()}",
+                image, command, name=name, detach=True, network_mode="host", environment=dict(env),
+                labels={f"{LABEL}.project": self.project, f"{LABEL}.task": kind},
+                user=f"{os.getuid()}:{os.getgid()}" if as_caller else None,
                 volumes={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts})
         except docker.errors.DockerException as exc:
-            raise EnvironmentFailed(f"docker could not run {image} {' '.join(command)}: {_reason(exc)}") from None
+            raise EnvironmentFailed(f"docker could not run {image} {shown}: {_reason(exc)}") from None
+        code: int | None = None
         try:
-            code = int(container.wait(timeout=timeout)["StatusCode"])
-            output = container.logs().decode(errors="replace")
+            try:
+                code = int(container.wait(timeout=max(0.001, timeout - (time.monotonic() - began)))["StatusCode"])
+            except requests.exceptions.RequestException:
+                # Still running at its deadline (the engine's wait timed out): stopped here, not left behind.
+                with contextlib.suppress(docker.errors.DockerException):
+                    container.kill()
+            output = container.logs(tail=tail if tail is not None else "all").decode(errors="replace")
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise EnvironmentFailed(f"{' '.join(command)} in {image} did not finish: {_reason(exc)}") from None
+            raise EnvironmentFailed(f"{shown} in {image} did not finish: {_reason(exc)}") from None
         finally:
             with contextlib.suppress(docker.errors.DockerException):
                 container.remove(force=True)
-        return code, output
+        return JobRun(code, output, round(time.monotonic() - began, 3), name)
 
     def inspect(self, color: str) -> ContainerInfo | None:
         socket_path = unix_socket_path(self.host)

@@ -4,6 +4,7 @@ against a real deployment: Docker, HAProxy, `bluegreen serve`."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -154,3 +155,42 @@ def test_the_dashboard_follows_a_release_in_place_and_rolls_back_with_one_click(
     if shutil.which("file"):
         assert "PNG image" in subprocess.run(["file", str(OUTPUT / "dashboard-release.png")], capture_output=True,
                                              text=True).stdout
+
+
+def test_a_release_waiting_for_approval_shows_its_checks_and_the_approve_button_lets_it_go_on(
+        served: Served, browser: Any) -> None:
+    project = served.project
+    config = project.root / "bluegreen.toml"
+    config.write_text(config.read_text() + '\n[[release.checks]]\nname = "smoke"\nkind = "web"\n'
+                      'url = "{candidate}/health"\npointer = "/status"\nequals = "ok"\n'
+                      '\n[[release.checks]]\nname = "sign-off"\nkind = "approval"\ntimeout = "5m"\n')
+    sign_in(browser, served)
+    assert wait_for(lambda: text_of(browser, "live-color") == "green", timeout=20)
+    assert not browser.find_elements("id", "approve")  # nothing waits: no Approve button
+    release = subprocess.Popen([*BLUEGREEN, "release", "bluegreen-model:v1", "--steps", "100"],
+                               cwd=project.root, env={**os.environ, **project.env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: "sign-off" in text_of(browser, "awaiting-approval"), timeout=120), \
+            browser.page_source
+        assert "left, then rollback" in text_of(browser, "awaiting-approval")
+        checks = text_of(browser, "checks")
+        assert "smoke" in checks and "passed" in checks and "/status is 'ok'" in checks
+        assert text_of(browser, "abort") == "Reject (abort)" and not browser.find_elements("id", "promote")
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(OUTPUT / "dashboard-approval.png"))
+        click(browser, "approve")
+        assert wait_for(lambda: text_of(browser, "flash").startswith("Approve"), timeout=30), browser.page_source
+        _out, err = release.communicate(timeout=120)
+        assert release.returncode == 0, err
+    finally:
+        if release.poll() is None:
+            release.kill()
+            release.communicate(timeout=60)
+    assert proxy_version(project) == "v1"
+    gate = next(s for s in served.call("GET", "/api/history").json()["releases"][0]["steps"] if s["name"] == "gate")
+    [check] = [c for c in gate["detail"]["checks"] if c["name"] == "sign-off"]
+    assert check["ok"] and check["by"].startswith("dashboard@")
+    assert "gate: check sign-off (approval) passed in" in err  # the release's own terminal shows it too
+    events = [e["text"] for e in served.call("GET", "/api/events").json()]
+    assert any(re.match(r"approved sign-off at gate: release \d+ goes on", text) for text in events)

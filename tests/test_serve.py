@@ -414,3 +414,33 @@ def test_scheduled_jobs_never_overlap_and_coalesce_missed_runs(tmp_path: Path) -
         assert str(jobs["drill"].trigger) == "cron[month='*', day='*', day_of_week='*', hour='3', minute='0']"
     finally:
         scheduler.shutdown(wait=False)
+
+
+def test_an_approval_through_the_api_lets_the_release_go_on_and_a_late_one_is_refused(served: Served) -> None:
+    project = served.project
+    config = project.root / "bluegreen.toml"
+    config.write_text(config.read_text() + '\n[[release.checks]]\nname = "sign-off"\nkind = "approval"\n'
+                      'when = ["promote"]\ntimeout = "5m"\n')
+    nothing = served.call("POST", "/api/approve")
+    assert (nothing.status_code, nothing.json()["message"]) == (409, "no release is in progress")
+    release = subprocess.Popen([*BLUEGREEN, "release", "bluegreen-model:v1", "--steps", "100"],
+                               cwd=project.root, env={**os.environ, **project.env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def waiting() -> bool:
+            current = served.call("GET", "/api/status").json()["release"]
+            return bool(current and current["awaiting_approval"])
+
+        assert wait_for(waiting, timeout=120, interval=0.2)
+        approved = served.call("POST", "/api/approve")
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["status"] in ("running", "promoted")  # taken; the release goes on
+        _out, err = release.communicate(timeout=120)
+        assert release.returncode == 0, err
+    finally:
+        if release.poll() is None:
+            release.kill()
+            release.communicate(timeout=60)
+    assert served.live() == ("blue", "v1")
+    promote = served.call("GET", "/api/history").json()["releases"][0]["steps"][-1]
+    assert promote["name"] == "promote" and promote["detail"]["checks"][0]["by"] == "api@127.0.0.1"

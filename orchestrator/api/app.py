@@ -1,5 +1,5 @@
-"""The API: rollback, abort, promote, status, history, backups, drills, events, the Alertmanager
-webhook, Prometheus metrics.
+"""The API: rollback, abort, promote, approve, status, history, backups, drills, events, the
+Alertmanager webhook, Prometheus metrics.
 
 Every endpoint but ``/metrics`` and ``/healthz`` needs ``Authorization: Bearer <token>``, compared
 in constant time; a token in the URL is refused (URLs end up in logs). Both are checked from the
@@ -195,9 +195,17 @@ def deployment_router(resolve: Callable[[Request], Service]) -> APIRouter:
 
     @router.post("/promote")
     def api_promote(request: Request, service: Service = dep) -> dict[str, Any]:
+        """Skip the release's remaining steps; while it waits for an approval check, approve that instead."""
         from bluegreen.orchestrator.core.rollback import request as ask
 
         return ask(service.deployment(request), "promote", progress=service.events).to_dict()
+
+    @router.post("/approve")
+    def api_approve(request: Request, service: Service = dep) -> dict[str, Any]:
+        """Approve the approval check the release waits on (409 when none waits: nothing is skipped)."""
+        from bluegreen.orchestrator.core.rollback import approve
+
+        return approve(service.deployment(request), progress=service.events).to_dict()
 
     @router.get("/status")
     def api_status(request: Request, service: Service = dep) -> dict[str, Any]:

@@ -13,7 +13,8 @@ Sign-in takes the API token once, in a form; the browser then keeps a session co
 SameSite=Strict) holding an HMAC of the token and its issue time, never the token, and never in a
 URL. Every page but the sign-in form and the script needs the session, checked from the cookie
 before any of a form's body is read (``gate``, used by guard.py). Every form that changes something
-carries a CSRF token derived from the session. A rollback is confirmed on a page that names the
+carries a CSRF token derived from the session. While a release waits for an approval check, Approve
+answers it (nothing else: a late click never skips steps). A rollback is confirmed on a page that names the
 version it goes back to, and the form names the version it goes away from, so a stale page or a
 second click cannot roll back twice.
 """
@@ -127,7 +128,7 @@ button.danger, .button.danger {{ background: #b91c1c; color: #fff; border-color:
 form.inline {{ display: inline; }} .actions > * {{ margin-right: 6px; }}
 svg {{ background: #fafafa; border: 1px solid #eee; }}
 #actions {{ grid-column: 1 / -1; }} #colours {{ grid-column: span 2; }}
-td.num {{ white-space: nowrap; text-align: right; }}
+td.num {{ white-space: nowrap; text-align: right; }} #checks td {{ overflow-wrap: anywhere; }}
 @media (max-width: 900px) {{ #colours {{ grid-column: auto; }} }}
 </style></head><body>{body}</body></html>"""
 
@@ -170,10 +171,14 @@ def render_sections(snap: dict[str, Any], csrf: str, base: str = "") -> dict[str
         rollback = f'<span class="muted" id="no-rollback">No rollback: {e(why)}</span>'
     buttons = [rollback]
     if release and release.get("kind") == "release":
-        for what, label in (("abort", "Abort"), ("promote", "Promote")):
+        waiting = release.get("awaiting_approval")
+        choices = [("approve", f"Approve {waiting['check']}")] if waiting else []
+        choices += [("abort", "Reject (abort)" if waiting else "Abort")]
+        choices += [] if waiting else [("promote", "Promote")]
+        for what, label in choices:
             buttons.append(f'<form class="inline" method="post" action="{e(base)}/ui/{what}"><input type="hidden" '
                            f'name="csrf" value="{e(csrf)}"><button id="{what}"'
-                           f'{" class=danger" if what == "abort" else ""}>{label}</button></form>')
+                           f'{" class=danger" if what == "abort" else ""}>{e(label)}</button></form>')
     buttons.append(f'<form class="inline" method="post" action="{e(base)}/ui/drill"><input type="hidden" name="csrf" '
                    f'value="{e(csrf)}"><button id="drill">Run drill</button></form>')
     warm = st.get("warm")
@@ -231,7 +236,8 @@ def render_sections(snap: dict[str, Any], csrf: str, base: str = "") -> dict[str
             f'by {e(release["actor"])} since {e(release["started_at"])}</p>'
             f'<p>Step <b id="release-step">{e(release["step"] or "starting")}</b>'
             + (f', bake <b id="bake-left">{bake_left:.0f} s</b> left' if bake_left is not None else "") + "</p>"
-            f'<p class="muted">{steps}</p>' + _candidate_figures(latest.get(release["to"])))
+            f'<p class="muted">{steps}</p>' + _awaiting(release.get("awaiting_approval"))
+            + _candidate_figures(latest.get(release["to"])) + _checks(release.get("checks") or []))
     else:
         sections["release"] = '<h2>Release</h2><p class="muted" id="release-none">No release in progress.</p>'
 
@@ -256,6 +262,23 @@ def render_sections(snap: dict[str, Any], csrf: str, base: str = "") -> dict[str
         [(e(r["id"]), e(r["started_at"]), e(r["kind"]), e(r["version"]), _outcome(r["status"]),
           e((r.get("reason") or "")[:160])) for r in history]) if history else '<p class="muted">Nothing yet.</p>')
     return sections
+
+
+def _awaiting(waiting: dict[str, Any] | None) -> str:
+    if not waiting:
+        return ""
+    return (f'<p class="bad" id="awaiting-approval">Waiting for approval <b>{e(waiting["check"])}</b> at '
+            f'{e(waiting["step"])}: {waiting.get("left_s", 0):.0f} s left, then {e(waiting["on_timeout"])}. '
+            'Approve lets the release go on; Reject (abort) sends traffic back.</p>')
+
+
+def _checks(results: list[dict[str, Any]]) -> str:
+    """The team's checks of this release so far: where, which, the verdict, how long, what was seen."""
+    if not results:
+        return ""
+    rows = [(e(c["step"]), e(c["name"]), e(c["kind"]), '<span class="ok">passed</span>' if c["ok"] else
+             '<span class="bad">failed</span>', f'{c["seconds"]:.2f} s', e(str(c["detail"])[:200])) for c in results]
+    return '<div id="checks">' + _table(("step", "check", "kind", "result", "took", "detail"), rows) + "</div>"
 
 
 def _candidate_figures(point: dict[str, Any] | None) -> str:
@@ -549,6 +572,26 @@ def pages(token: str, resolve: Callable[[Request], Pages]) -> APIRouter:
 
     router.post("/ui/abort", include_in_schema=False)(requester("abort"))
     router.post("/ui/promote", include_in_schema=False)(requester("promote"))
+
+    @router.post("/ui/approve", include_in_schema=False)
+    async def do_approve(request: Request) -> Response:
+        got = await checked(token, request)
+        if isinstance(got, Response):
+            return got
+        at = resolve(request)
+
+        def run() -> str:
+            from bluegreen.orchestrator.core.rollback import approve
+
+            dep = at.service.deployment(request, "dashboard")
+            rec = approve(dep, wait=60, progress=at.service.events)
+            if rec.status != "running":
+                return f"Approve: release {rec.id} of {rec.version} is {rec.status}"
+            given = rec.approval_by(dep.actor)
+            return (f"Approved {given['name']}: release {rec.id} of {rec.version} goes on" if given else
+                    f"Approve: release {rec.id} no longer waited for approval; nothing was approved")
+
+        return await asyncio.to_thread(act, at, "approve", run)
 
     @router.post("/ui/drill", include_in_schema=False)
     async def do_drill(request: Request) -> Response:

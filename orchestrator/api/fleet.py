@@ -230,8 +230,8 @@ def create_fleet_app(fleet_service: FleetService, reader: overview.Overview | No
         """Roll back the deployment ``model`` names: the same as /api/deployments/{model}/rollback."""
         return {"model": body.model, **rollback_through(fleet_service.service(body.model), request, body)}
 
-    for path in ("/api/rollback", "/api/abort", "/api/promote", "/api/status", "/api/history", "/api/drills",
-                 "/api/backups"):
+    for path in ("/api/rollback", "/api/abort", "/api/promote", "/api/approve", "/api/status", "/api/history",
+                 "/api/drills", "/api/backups"):
         def ask_for_a_name(path: str = path) -> JSONResponse:
             names = ", ".join(m.name for m in fleet_service.fleet.members)
             where = path.replace("/api/", "/api/deployments/NAME/")

@@ -40,7 +40,8 @@ def _epoch(stamp: str | None) -> float | None:
 
 
 def release_view(rec: Any, now: float) -> dict[str, Any]:
-    """The release in progress: its steps, the current one, and the bake's time left."""
+    """The release in progress: its steps, the current one, the bake's time left, the team's checks so far
+    and the approval it waits for."""
     planned = {s.get("name"): s for s in (rec.plan or {}).get("steps", [])}
     steps = []
     current = None
@@ -54,9 +55,13 @@ def release_view(rec: Any, now: float) -> dict[str, Any]:
             if began is not None and entry["bake"]:
                 entry["bake_left_s"] = max(0.0, round(began + float(entry["bake"]) - now, 1))
         steps.append(entry)
+    awaiting = rec.awaiting()
+    if awaiting is not None:
+        awaiting["left_s"] = max(0.0, round(float(awaiting["until"]) - now, 1))
     return {"id": rec.id, "kind": rec.kind, "version": rec.version, "image": rec.image, "to": rec.to_color,
             "from": rec.from_color, "from_version": rec.from_version, "actor": rec.actor,
-            "started_at": rec.started_at, "step": rec.step, "current": current, "steps": steps}
+            "started_at": rec.started_at, "step": rec.step, "current": current, "steps": steps,
+            "awaiting_approval": awaiting, "checks": rec.check_results()}
 
 
 WATCHED_FOR = 30.0  # seconds a page view or a waiting stream keeps a reader at its fast interval

@@ -86,6 +86,13 @@ def _render_status(s: Status) -> None:
                           "run bluegreen recover")
         else:
             console.print(f"{r['kind']} {r['id']} of {r['version']} into {r['to']} in progress: step {r['step']}")
+            waiting = r.get("awaiting_approval")
+            if waiting:
+                import time
+
+                left = max(0, int(float(waiting["until"]) - time.time()))
+                console.print(f"[bold]waiting for approval {waiting['check']}[/] ({left}s left, then "
+                              f"{waiting['on_timeout']}): bluegreen promote approves, bluegreen abort rejects")
     if s.warm and s.warm.get("color") != s.live:
         import time
 

@@ -37,6 +37,13 @@ def history(
                       f"{r.from_version} → {r.version}  {r.from_color} → {r.to_color}  [bold]{r.status}[/]{took}")
         marks = {"done": "ok", "skipped": "skipped", "failed": "FAILED", "started": "cut short"}
         console.print("    " + "  ".join(f"{s.name} {marks.get(s.outcome, s.outcome)}" for s in r.steps))
+        for c in r.check_results():
+            mark = "ok" if c["ok"] else "FAILED"
+            console.print(f"    check {escape(c['name'])} ({c['kind']}) at {c['step']}: {mark} {c['seconds']:.2f}s  "
+                          f"{escape(c['detail'])}")
+            if c["kind"] == "job" and not c["ok"] and c.get("output"):
+                for line in str(c["output"]).strip().splitlines()[-10:]:
+                    console.print(f"      {escape(line)}", soft_wrap=True)
         changes = r.plan.get("config_changes") or {}
         if changes:
             console.print("    config release: " + "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items()))
@@ -194,13 +201,15 @@ def rollback(
 
 @app.command()
 def promote(as_json: JsonOpt = False) -> None:
-    """Ask the release in progress to skip its remaining steps and promote now."""
+    """Ask the release in progress to skip its remaining steps and promote now; while it waits for an
+    approval check, approve that check instead (the release goes on with its steps)."""
     _ask_release("promote", as_json)
 
 
 @app.command()
 def abort(as_json: JsonOpt = False) -> None:
-    """Stop the release in progress (from any terminal): traffic returns to the serving colour."""
+    """Stop the release in progress (from any terminal), or reject the approval it waits for: traffic
+    returns to the serving colour."""
     _ask_release("abort", as_json)
 
 
@@ -208,9 +217,16 @@ def _ask_release(what: str, as_json: bool) -> None:
     from bluegreen.orchestrator.core.rollback import request
 
     OPTIONS.json = as_json
-    rec = request(current_deployment(), what, progress=show_progress)
+    dep = current_deployment()
+    rec = request(dep, what, progress=show_progress)
     if as_json:
         emit(rec.to_dict())
+        return
+    if rec.status == "running":  # an approval, taken: the release goes on
+        given = rec.approval_by(dep.actor)
+        typer.echo(f"release {rec.id} of {rec.version}: " + (
+            f"approved {given['name']} at {given['step']}; it goes on" if given else
+            f"it no longer waited for approval, so nothing was approved; it is at {rec.step}"))
         return
     typer.echo(f"release {rec.id} of {rec.version}: {rec.status}" + (f" ({rec.reason})" if rec.reason else ""))
 

@@ -6,7 +6,7 @@ that the API keeps them as structured records (``GET /api/events``, the dashboar
 no face has to parse text. Plain strings still work as progress: a face that wants structure
 wraps them as ``Event("progress", text)``.
 
-Kinds: progress, step, weights, sample, verdict, quality, rollback, failover, drill, alert,
+Kinds: progress, step, weights, sample, verdict, quality, check, approval, rollback, failover, drill, alert,
 monitor, notify.
 """
 

@@ -6,6 +6,7 @@ release rules are tested table-driven against this module alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,11 +40,23 @@ class ReleaseRequest:
 
 
 @dataclass(frozen=True)
+class PlannedCheck:
+    """One of the team's own checks ([[release.checks]]), as the plan shows it."""
+
+    name: str
+    kind: str  # web | job | approval
+    when: tuple[str, ...]  # gate | step | promote
+    timeout: float
+    what: str  # what it does, in one line
+
+
+@dataclass(frozen=True)
 class Step:
     name: str  # backup, migrate, start, gate, shift-10, …, shift-100, promote
     action: str  # backup | migrate | start | gate | shift | promote
     weight: int | None = None  # the candidate's share of traffic, for shift steps
     bake: float = 0.0
+    checks: tuple[str, ...] = ()  # the team's checks run in this step, in order (names)
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,7 @@ class Plan:
     migrate_down: str | None = None
     image_version: str = ""  # what the image itself reports (a config release adds +cfg.<digest> to version)
     config_changes: dict[str, list[str]] = field(default_factory=dict)  # added/removed/changed keys, never values
+    checks: list[PlannedCheck] = field(default_factory=list)
 
     @property
     def reported_version(self) -> str:
@@ -96,12 +110,27 @@ class Plan:
                         "check error rate, p95 latency and model quality")
             else:
                 what = f"promote {self.to_color}; keep {self.from_color} warm for rollback"
+            if step.checks:
+                where = "first " if step.action == "promote" else "then "
+                what += f"; {where}the checks " + ", ".join(step.checks)
             lines.append(f"{i}. {step.name}: {what}")
+        if self.checks:
+            lines.append("checks (release.checks; one that fails or outlasts its timeout fails the release):")
+            for c in self.checks:
+                lines.append(f"   {c.name} ({c.kind}, at {', '.join(WHEN[w] for w in c.when)}; timeout "
+                             f"{c.timeout:g}s): {c.what}")
         return lines
 
 
-def plan_release(observed: Observed, request: ReleaseRequest) -> Plan:
-    """The steps of a release, or InvalidRequest saying why it cannot be done as asked."""
+WHEN = {"gate": "the gate", "step": "each step", "promote": "promotion"}
+
+
+def plan_release(observed: Observed, request: ReleaseRequest, checks: Sequence[PlannedCheck] = ()) -> Plan:
+    """The steps of a release, or InvalidRequest saying why it cannot be done as asked.
+
+    ``checks`` (the team's, from release.checks) run in the steps their ``when`` names: the gate,
+    each traffic step, and promotion (before its switch).
+    """
     version = version_of(request.image, request.version)
     if observed.live_color is None or observed.live_image is None:
         raise InvalidRequest("nothing is live to release against", "bluegreen up   (then release)")
@@ -128,14 +157,17 @@ def plan_release(observed: Observed, request: ReleaseRequest) -> Plan:
         raise InvalidRequest("give either --migrations DIR or --migrate-up COMMAND, not both")
     if request.migrate_down and not request.migrate_up:
         raise InvalidRequest("--migrate-down needs --migrate-up")
+    def at(point: str) -> tuple[str, ...]:
+        return tuple(c.name for c in checks if point in c.when)
+
     plan_steps = [Step("backup", "backup")]
     if request.migrations or request.migrate_up:
         plan_steps.append(Step("migrate", "migrate"))
-    plan_steps += [Step("start", "start"), Step("gate", "gate")]
-    plan_steps += [Step(f"shift-{w}", "shift", w, request.bake) for w in steps]
-    plan_steps.append(Step("promote", "promote"))
+    plan_steps += [Step("start", "start"), Step("gate", "gate", checks=at("gate"))]
+    plan_steps += [Step(f"shift-{w}", "shift", w, request.bake, checks=at("step")) for w in steps]
+    plan_steps.append(Step("promote", "promote", checks=at("promote")))
     return Plan(image=request.image, version=version, env=dict(request.env), from_color=observed.live_color,
                 to_color=to_color, from_image=observed.live_image, from_version=observed.live_version,
                 from_env=dict(observed.live_env), steps=plan_steps, migrations=request.migrations,
                 migrate_up=request.migrate_up, migrate_down=request.migrate_down, image_version=reported,
-                config_changes=changes)
+                config_changes=changes, checks=list(checks))

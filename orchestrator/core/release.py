@@ -19,6 +19,8 @@ from bluegreen.orchestrator.analysis.stepcheck import Reading, StepCheck
 from bluegreen.orchestrator.common.faults import crash_point
 from bluegreen.orchestrator.common.ports import require_free
 from bluegreen.orchestrator.core import migrations
+from bluegreen.orchestrator.core.checks import Rejected, StepChecks, job_images
+from bluegreen.orchestrator.core.checks import planned as planned_checks
 from bluegreen.orchestrator.core.environment import ensure_environment, publish_scrape_targets
 from bluegreen.orchestrator.core.events import Event
 from bluegreen.orchestrator.core.plan import Observed, Plan, ReleaseRequest, Step, plan_release
@@ -74,10 +76,11 @@ class ReleaseResult:
 
 
 class _Requested(Exception):
-    def __init__(self, what: str, who: str) -> None:
+    def __init__(self, what: str, who: str, reason: str = "") -> None:
         super().__init__(what)
         self.what = what
         self.who = who
+        self.reason = reason or f"aborted by {who}"
 
 
 def observe(dep: Deployment) -> Observed:
@@ -94,7 +97,7 @@ def observe(dep: Deployment) -> Observed:
 
 def plan(dep: Deployment, request: ReleaseRequest) -> Plan:
     """The plan for ``request`` against what runs now (for --dry-run: takes no lock, changes nothing)."""
-    return plan_release(observe(dep), request)
+    return plan_release(observe(dep), request, planned_checks(dep.settings))
 
 
 def release(dep: Deployment, request: ReleaseRequest, progress: Progress = _quiet) -> ReleaseResult:
@@ -107,7 +110,7 @@ def release(dep: Deployment, request: ReleaseRequest, progress: Progress = _quie
             audit.notes.append(f"cleared a stale lock left by {lock.stale.describe()}")
         audit.notes.extend(housekeeping(dep, progress))
         observed = observe(dep)
-        the_plan = plan_release(observed, request)
+        the_plan = plan_release(observed, request, planned_checks(dep.settings))
         audit.args.update(version=the_plan.version, to=the_plan.to_color)
         _preflight(dep, the_plan, observed)
         publish_scrape_targets(dep)
@@ -135,6 +138,8 @@ def _preflight(dep: Deployment, p: Plan, observed: Observed) -> None:
         raise InvalidRequest(f"the live colour {p.from_color} is not healthy; a release needs it to fall back to",
                              "bluegreen recover   (runbooks/failed-start.md)")
     dep.runtime.require_image(p.image)
+    for image in job_images(dep.settings, p.image):  # a job check's image, missing half-way, would fail it
+        dep.engine.require_image(image)
     if p.migrations:
         migrations.load(Path(p.migrations))  # refuse misnamed or orphaned files before any change
     if (p.migrations or p.migrate_up) and not dep.settings.database.url:
@@ -161,12 +166,15 @@ class _Executor:
         self.holdout: Holdout | None = None
         self.quality_seconds = 0.0
         self.failed_detail: dict[str, Any] = {}
+        self.checks: StepChecks | None = None
 
     def run(self) -> ReleaseResult:
         p = self.plan
         rid = self.journal.begin("release", self.dep.actor, p.image, p.version, p.env, p.from_color, p.to_color,
                                  p.from_image, p.from_version, p.from_env, p.to_dict())
         self.rid = rid
+        self.checks = StepChecks(self.dep, p, rid, self.journal, self.progress, self._approval_answer,
+                                 self._check_requests)
         began = time.monotonic()
         seq = 0
         step = p.steps[0]
@@ -212,7 +220,7 @@ class _Executor:
         p = self.plan
         back = f"traffic is back on {p.from_color} ({p.from_version})"
         if isinstance(exc, _Requested):
-            reason = f"aborted by {exc.who}"
+            reason = exc.reason
             return "aborted", reason, ReleaseAborted(f"release of {p.version} {reason} at {step.name}; {back}")
         if isinstance(exc, KeyboardInterrupt):
             reason = "interrupted (Ctrl-C or SIGTERM)"
@@ -233,10 +241,10 @@ class _Executor:
         if step.action == "start":
             return self._start(seq)
         if step.action == "gate":
-            return self._gate()
+            return self._gate(step, seq)
         if step.action == "shift":
-            return self._shift(step)
-        return self._promote()
+            return self._shift(step, seq)
+        return self._promote(step, seq)
 
     def _backup(self) -> dict[str, Any]:
         p = self.plan
@@ -319,7 +327,7 @@ class _Executor:
                             ModelClient(self.dep.url(self.plan.from_color), c))
         return self.clients
 
-    def _gate(self) -> dict[str, Any]:
+    def _gate(self, step: Step, seq: int) -> dict[str, Any]:
         p, s = self.plan, self.settings
         candidate = self._clients()[0]
         self.holdout = self.dep.holdout
@@ -340,6 +348,7 @@ class _Executor:
         detail["replay"] = self._replay()
         self.quality_seconds += time.monotonic() - began
         detail["quality_seconds"] = round(time.monotonic() - began, 3)
+        self._team_checks(step, seq, detail)
         return detail
 
     def _quality(self, when: str) -> dict[str, Any]:
@@ -384,7 +393,7 @@ class _Executor:
                                 "analysis.replay.max_difference)")
         return report.to_dict()
 
-    def _shift(self, step: Step) -> dict[str, Any]:
+    def _shift(self, step: Step, seq: int) -> dict[str, Any]:
         p = self.plan
         assert step.weight is not None
         if self.fast_forward and step.weight < 100:
@@ -413,7 +422,12 @@ class _Executor:
             self.failed_detail = result.detail
             raise ReleaseFailed("; ".join(result.reasons))
         result.detail["quality"] = self._quality(step.name)
-        return {"weights": weights, **result.detail}
+        detail = {"weights": weights, **result.detail}
+        if self.fast_forward and step.checks:
+            detail["checks_skipped"] = f"promoted by {self.fast_forward}"  # the remaining steps are skipped
+        else:
+            self._team_checks(step, seq, detail)
+        return detail
 
     def _bake(self, seconds: float, check: StepCheck | None = None, before: Reading | None = None) -> None:
         """Wait out the bake, answering abort/promote, and fail at once when the evidence is conclusive."""
@@ -492,9 +506,46 @@ class _Executor:
         if what == "promote" and not self.fast_forward:
             self.progress(f"promotion requested by {who}: skipping the remaining steps")
             self.fast_forward = who
+        if what == "approve":  # it arrived as the wait it answered ended: nothing waits for it now
+            self.journal.clear_request(self.rid, "approve")
+            self.progress(f"an approval from {who} came when no approval was awaited: nothing to do")
 
-    def _promote(self) -> dict[str, Any]:
+    def _approval_answer(self) -> tuple[str, str] | None:
+        """What an approval check hears: approve (bluegreen promote), reject (bluegreen abort), or nothing.
+
+        A promotion asked for before the wait (the remaining steps skipped) approves it too: whoever
+        may promote may approve.
+        """
+        pending = self.journal.pending_request(self.rid)
+        if pending is None:
+            return None
+        what, who = pending
+        if what == "abort":
+            return "reject", who
+        if what == "promote":
+            self._check_requests()  # the promotion itself: the remaining steps are skipped
+        return ("approve", who) if what in ("approve", "promote") else None
+
+    def _team_checks(self, step: Step, seq: int, detail: dict[str, Any]) -> None:
+        """The team's checks this step names ([[release.checks]]), their results kept in ``detail``."""
+        if not step.checks:
+            return
+        assert self.checks is not None
+        results: list[dict[str, Any]] = []
+        detail["checks"] = results
+        try:
+            self.checks.run(step, seq, detail, results)
+        except Rejected as exc:
+            self.failed_detail = dict(detail)
+            raise _Requested("abort", exc.who, f"approval {exc.check} rejected by {exc.who}") from None
+        except BaseException:
+            self.failed_detail = dict(detail)  # what the checks saw, for the history
+            raise
+
+    def _promote(self, step: Step, seq: int) -> dict[str, Any]:
         p = self.plan
+        detail: dict[str, Any] = {}
+        self._team_checks(step, seq, detail)  # before the switch: the last word on this candidate
         weights = {p.to_color: 100, p.from_color: 0}
         move_traffic(self.dep, weights, self.progress)
         workers = {}
@@ -515,7 +566,7 @@ class _Executor:
             retire(self.dep, force=True, progress=self.progress)
         else:
             self.dep.proxy.set_standby(p.from_color)
-        return {"weights": weights, "warm_window": window, **({"workers": workers} if workers else {})}
+        return {"weights": weights, "warm_window": window, **({"workers": workers} if workers else {}), **detail}
 
     def _worker_versions(self) -> tuple[str | dict[str, str], dict[str, str]]:
         """The workers' versions after this release: the release's tag, or (--only the API) theirs."""

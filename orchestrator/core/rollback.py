@@ -3,8 +3,8 @@
 ``rollback`` moves all traffic to the previous version at once when its colour is still warm
 (a weight change: milliseconds); otherwise it starts that version in the idle colour, gates it,
 and switches once the proxy's own health check takes it as up (see switch.py). ``abort`` and
-``promote`` ask a running release to stop or to skip ahead, and wait for it to answer; a release
-whose process died is recovered instead.
+``promote`` ask a running release to stop or to skip ahead (or, while it waits for an approval check,
+to approve it), and wait for it to answer; a release whose process died is recovered instead.
 """
 
 from __future__ import annotations
@@ -260,11 +260,59 @@ def _request_and_wait(dep: Deployment, rec: ReleaseRecord, what: str, wait: floa
 
 
 def request(dep: Deployment, what: str, wait: float = 120.0, progress: Progress = _quiet) -> ReleaseRecord:
-    """Ask the release in progress to ``abort`` or ``promote``, and wait for it to act."""
+    """Ask the release in progress to ``abort`` or ``promote``, and wait for it to act.
+
+    While the release waits for an approval check, ``promote`` approves that check (see ``approve``)
+    and the release goes on with its steps; ``abort`` rejects it.
+    """
     rec = Journal(dep.state).running()
     if rec is None or rec.kind != "release":
         raise InvalidRequest("no release is in progress", "bluegreen status; bluegreen history")
+    if what == "promote" and rec.awaiting() is not None:
+        return approve(dep, wait, progress)
     return _request_and_wait(dep, rec, what, wait, progress)
+
+
+def approve(dep: Deployment, wait: float = 120.0, progress: Progress = _quiet) -> ReleaseRecord:
+    """Approve the approval check the release in progress waits on, and wait until it has taken the answer.
+
+    Returns the release's record: still running (``approval_by(actor)`` says whether this approval was
+    taken, or came as the wait ended), or finished, when the wait ended some other way first.
+    InvalidRequest when no approval is awaited.
+    """
+    journal = Journal(dep.state)
+    rec = journal.running()
+    if rec is None or rec.kind != "release":
+        raise InvalidRequest("no release is in progress", "bluegreen status; bluegreen history")
+    awaiting = rec.awaiting()
+    if awaiting is None:
+        raise InvalidRequest(f"release {rec.id} is at {rec.step or 'its start'} and waits for no approval",
+                             "bluegreen status; bluegreen promote skips its remaining steps instead")
+    if not journal.request(rec.id, "approve", dep.actor):
+        now = journal.get(rec.id)
+        if now is not None and now.status == RUNNING:
+            raise InvalidRequest(f"release {rec.id} already has a request from {now.requested_by} to "
+                                 f"{now.request}", "bluegreen status")
+        assert now is not None
+        return now
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        now = journal.get(rec.id)
+        assert now is not None
+        if now.status != RUNNING:
+            progress(f"release {rec.id}: {now.status}" + (f" ({now.reason})" if now.reason else ""))
+            return now
+        if now.request is None:  # taken: by the check that waited, or, come too late, by nobody
+            given = now.approval_by(dep.actor)
+            progress(f"approved {given['name']} at {given['step']}: release {rec.id} goes on" if given else
+                     f"release {rec.id} no longer waited for approval when it came: nothing was approved")
+            return now
+        if current_holder(dep.settings.state_dir / "lock") is None:
+            raise ReleaseFailed(f"release {rec.id}'s process stopped before it took the approval",
+                                "bluegreen recover   (runbooks/recover.md)")
+        time.sleep(0.1)
+    raise ReleaseFailed(f"release {rec.id} did not take the approval within {wait:g}s",
+                        "bluegreen status; bluegreen recover once its process has stopped")
 
 
 def retire_now(dep: Deployment, progress: Progress = _quiet) -> str | None:

@@ -77,7 +77,7 @@ def status(dep: Deployment) -> Status:
     if current is not None:
         result.release = {"id": current.id, "kind": current.kind, "version": current.version,
                           "to": current.to_color, "step": current.step, "pid": current.pid,
-                          "interrupted": holder is None}
+                          "interrupted": holder is None, "awaiting_approval": current.awaiting()}
     for color in COLORS:
         cs = ColorStatus(color=color, url=dep.url(color))
         info = dep.runtime.inspect(color)

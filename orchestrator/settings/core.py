@@ -67,6 +67,30 @@ def check_steps(steps: list[int]) -> list[int]:
     return steps
 
 
+# The team's own checks ([[release.checks]]): the points of a release they run at, and what their
+# URL, headers, body and environment may name: {candidate} and {live} (each colour's base URL) and
+# {version} (the version being released).
+CHECK_POINTS = ("gate", "step", "promote")
+CHECK_PLACEHOLDERS = ("candidate", "live", "version")
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def check_placeholders(text: str) -> str:
+    """``text`` when every ``{name}`` in it is one a check fills in; else ValueError naming the stranger."""
+    for name in _PLACEHOLDER.findall(text):
+        if name not in CHECK_PLACEHOLDERS:
+            raise ValueError(f"{{{name}}} is not a placeholder a check fills in (those are "
+                             + ", ".join(f"{{{n}}}" for n in CHECK_PLACEHOLDERS) + ")")
+    return text
+
+
+def fill_placeholders(text: str, values: dict[str, str]) -> str:
+    """{candidate}, {live} and {version} replaced; any other brace (a JSON body's) left as it is."""
+    for name, value in values.items():
+        text = text.replace(f"{{{name}}}", value)
+    return text
+
+
 def find_config(explicit: Path | None) -> Path:
     """The settings file: --config, else $BLUEGREEN_CONFIG, else ./bluegreen.toml."""
     if explicit is not None:

@@ -13,9 +13,10 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -32,10 +33,14 @@ from bluegreen.orchestrator.errors import ConfigError
 from bluegreen.orchestrator.model.contract import REQUIRED_FOR_CUSTOM, check_template
 from bluegreen.orchestrator.model.quality import METRICS, HoldoutError, choose_task, load_holdout
 from bluegreen.orchestrator.settings.core import (
+    CHECK_PLACEHOLDERS,
+    CHECK_POINTS,
     DEFAULT_STATE_DIR,
     ENV_PREFIX,
     DerivedPaths,
+    check_placeholders,
     check_steps,
+    fill_placeholders,
     find_config,
     parse_duration,
     parse_size,
@@ -276,14 +281,149 @@ class ImagesSettings(_Section):
     base: str = ""
 
 
+CheckPoint = Literal["gate", "step", "promote"]
+JsonScalar = bool | int | float | str
+_AT_THE_GATE: list[CheckPoint] = ["gate"]
+Templated = Annotated[str, AfterValidator(check_placeholders)]  # {candidate}, {live}, {version} filled in
+
+
+class _Check(_Section):
+    """What every check has: a name for the history, where in the release it runs, and a timeout."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+                      description="Your name for it, unique: the history, the events and the dashboard show it.")
+    when: list[CheckPoint] = Field(default_factory=lambda: _AT_THE_GATE.copy(), min_length=1, description=(
+        'Where it runs: "gate" (after the health gate, before any traffic), "step" (after each traffic '
+        'step\'s verdict, at that step\'s weights), "promote" (before the last switch).'))
+
+    @field_validator("when")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a point twice")
+        return sorted(value, key=CHECK_POINTS.index)
+
+
+class WebCheck(_Check):
+    """An HTTP request that passes on its status and, optionally, a value in its JSON answer."""
+
+    kind: Literal["web"]
+    url: str = Field(description="http(s) URL; {candidate} and {live} are the colours' base URLs, {version} the "
+                                 "release's version: \"{candidate}/health\".")
+    method: Literal["GET", "POST", "PUT", "HEAD"] = Field("GET", description="The request's method.")
+    headers: dict[str, Templated] = Field(default_factory=dict, description="Sent as written, placeholders filled in "
+                                    "(X-Bluegreen-Probe: check is added, so the reference server does not "
+                                    "record the call).")
+    body: str = Field("", description="The request's body, placeholders filled in (empty: none).")
+    status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [200], min_length=1, description="The statuses that pass.")
+    pointer: str | None = Field(None, description="A JSON pointer into the answer (\"/status\", \"\" for all of "
+                                                  "it), judged by equals, or by min and/or max.")
+    equals: JsonScalar | None = Field(None, description="The value the pointer must find (types count: true is "
+                                                        "not 1).")
+    min: float | None = Field(None, description="The lowest number the pointer may find.")
+    max: float | None = Field(None, description="The highest number the pointer may find.")
+    timeout: Duration = Field(10.0, gt=0, le=3600, description="No complete answer by then: the check fails.")
+
+    @field_validator("pointer")
+    @classmethod
+    def _json_pointer(cls, value: str | None) -> str | None:
+        _pointer(value)
+        if value and re.search(r"~(?![01])", value):
+            raise ValueError("~ in a JSON pointer must be ~0 (a ~) or ~1 (a /)")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        check_placeholders(value)
+        sample = fill_placeholders(value, {n: "http://127.0.0.1:1" if n != "version" else "v1"
+                                           for n in CHECK_PLACEHOLDERS})
+        if not re.match(r"^https?://[^/\s?#]+", sample):
+            raise ValueError("must be an http:// or https:// URL, or start with {candidate} or {live} "
+                             "(e.g. \"{candidate}/health\")")
+        return value
+
+    _body = field_validator("body")(check_placeholders)
+
+    @model_validator(mode="after")
+    def _condition_needs_pointer(self) -> WebCheck:
+        conditions = [k for k in ("equals", "min", "max") if getattr(self, k) is not None]
+        if conditions and self.pointer is None:
+            raise ValueError(f"{', '.join(conditions)} judge a value in the answer: set pointer too "
+                             "(a JSON pointer such as \"/status\")")
+        if self.pointer is not None and not conditions:
+            raise ValueError(f"pointer = {self.pointer!r} needs a condition: equals, min or max")
+        if self.equals is not None and (self.min is not None or self.max is not None):
+            raise ValueError("give either equals or min/max, not both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min = {self.min:g} is above max = {self.max:g}: nothing could pass")
+        return self
+
+
+class JobCheck(_Check):
+    """A container run to completion: exit code 0 passes; its output is kept in the history."""
+
+    kind: Literal["job"]
+    image: str = Field("", description="The image to run (empty: the candidate's own), on the colours' engine "
+                                       "with host networking.")
+    command: list[str] = Field(default_factory=list, description="Its command, as a list (empty: the image's "
+                               "own); placeholders filled in.")
+    env: dict[str, Templated] = Field(default_factory=dict, description="More environment, placeholders filled in, "
+                                "besides CANDIDATE_URL, LIVE_URL, CANDIDATE_VERSION, LIVE_VERSION, "
+                                "BLUEGREEN_RELEASE and BLUEGREEN_CHECK_POINT.")
+    timeout: Duration = Field(300.0, gt=0, le=86400, description="Still running then: killed and removed, and "
+                                                                  "the check fails.")
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str) -> str:
+        if value and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$", value):
+            raise ValueError("must be an image reference such as smoke-tests:1.4")
+        return value
+
+    @model_validator(mode="after")
+    def _candidate_image_needs_a_command(self) -> JobCheck:
+        if not self.image and not self.command:
+            raise ValueError("a job in the candidate's image (image = \"\") needs a command: its own command "
+                             "serves the model and never exits")
+        return self
+
+
+class ApprovalCheck(_Check):
+    """The release waits here for a person: bluegreen promote (or the API, or the dashboard) approves,
+    bluegreen abort rejects; with no answer within the timeout, on_timeout decides."""
+
+    kind: Literal["approval"]
+    timeout: Duration = Field(3600.0, gt=0, le=7 * 86400, description="How long the release waits for an answer.")
+    on_timeout: Literal["rollback", "proceed"] = Field("rollback", description="No answer within the timeout: "
+                                                      "\"rollback\" fails the release, \"proceed\" goes on.")
+
+
+AnyCheck = WebCheck | JobCheck | ApprovalCheck
+Check = Annotated[AnyCheck, Field(discriminator="kind")]
+CHECK_KINDS = ("web", "job", "approval")
+
+
 class ReleaseSettings(_Section):
     steps: list[int] = Field(default_factory=lambda: [10, 25, 50, 100])
     bake: Duration = 30.0
     warm_window: Duration = 900.0
     predict_checks: int = Field(3, ge=0, le=100)
     predict_body: str = ""
+    checks: list[Check] = Field(default_factory=list)
 
     _steps = field_validator("steps")(check_steps)
+
+    @model_validator(mode="after")
+    def _check_names_unique(self) -> ReleaseSettings:
+        seen: set[str] = set()
+        for check in self.checks:
+            if check.name in seen:
+                raise ValueError(f"release.checks: two are named {check.name!r}; each needs its own name (the "
+                                 "history and the events tell them apart by it)")
+            seen.add(check.name)
+        return self
 
     @field_validator("predict_body")
     @classmethod
@@ -650,6 +790,32 @@ def load_settings(config: Path | None = None, raw: bytes | None = None) -> Setti
         ) from None
 
 
+# Lists of tables told apart by a key: pydantic puts the tag (kind = "web") in an error's location,
+# after the index, where the operator wrote no such key.
+_TAGGED_LISTS: dict[tuple[str | int, ...], tuple[str, tuple[str, ...]]] = {("release", "checks"): ("kind", CHECK_KINDS)}
+
+
+def _location(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and tuple(loc[:i]) in _TAGGED_LISTS and i + 1 < len(loc) \
+                and loc[i + 1] in _TAGGED_LISTS[tuple(loc[:i])][1]:
+            return (*loc[:i + 1], *loc[i + 2:])
+    return loc
+
+
+def _tag_problem(err: Any, key: str, source: str) -> str | None:
+    """A table of a tagged list without a known tag: which key to set, and to what."""
+    if err["type"] not in ("union_tag_not_found", "union_tag_invalid"):
+        return None
+    loc = tuple(err["loc"])
+    tag, kinds = _TAGGED_LISTS.get(tuple(loc[:-1]), ("kind", ()))
+    allowed = ", ".join(f'"{k}"' for k in kinds)
+    if err["type"] == "union_tag_not_found":
+        return f"{key} ({source}) needs {tag} = one of {allowed}"
+    given = err["input"].get(tag) if isinstance(err["input"], dict) else None
+    return f"{key}.{tag} = {given!r} ({source}): must be one of {allowed}"
+
+
 def _env_name(loc: tuple[str | int, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
 
@@ -658,12 +824,22 @@ def _describe(exc: ValidationError, env: Mapping[str, str], filename: str) -> st
     lines = []
     upper_env = {k.upper(): k for k in env}
     for err in exc.errors():
-        loc = tuple(err["loc"])
+        loc = _location(tuple(err["loc"]))
         key = ".".join(str(part) for part in loc)
         env_name = _env_name(loc)
         source = f"from {upper_env[env_name]}" if env_name in upper_env else f"in {filename}"
-        if err["type"] == "extra_forbidden":
+        tag_problem = _tag_problem(err, key, source)
+        if tag_problem is not None:
+            lines.append(tag_problem)
+        elif err["type"] == "extra_forbidden":
             lines.append(f"unknown key {key} ({source})")
+        elif err["type"] == "missing":
+            lines.append(f"{key} is required ({source})")
+        elif loc and isinstance(loc[-1], int) and isinstance(err["input"], dict):
+            # A rule across one table of a list (a check): where it is, and its name when it has one.
+            name = err["input"].get("name")
+            lines.append(f"{key}" + (f" ({name})" if isinstance(name, str) else "") + ": "
+                         + str(err["msg"]).removeprefix("Value error, "))
         elif not loc or isinstance(err["input"], dict):
             # A rule across a whole section: its message names the keys involved.
             lines.append(str(err["msg"]).removeprefix("Value error, "))

@@ -74,7 +74,38 @@ NOTES = {
     "environments.green": "Green's port, and extra named ports its server opens (ports = {NAME = port}).",
     "analysis.prometheus.queries": "PromQL checks per step, by name: { query = '…', max = … or min = … }, "
                                    "with {colour} and {window} filled in (runbooks/model-contract.md).",
+    "release.checks": "The team's own checks, each a [[release.checks]] table of a kind: web, job or approval "
+                      "(the tables below; runbooks/strategies.md).",
 }
+
+
+def _tagged_variants(annotation: Any) -> list[type[BaseModel]]:
+    """The table types of a list of tables told apart by a key (list[web | job | approval]); else none."""
+    if typing.get_origin(annotation) is not list:
+        return []
+    (item,) = typing.get_args(annotation)
+    if typing.get_origin(item) is typing.Annotated:
+        item = typing.get_args(item)[0]
+    variants = typing.get_args(item) if typing.get_origin(item) in (typing.Union, types.UnionType) else ()
+    return [v for v in variants if isinstance(v, type) and issubclass(v, BaseModel)]
+
+
+def _tag(model: type[BaseModel]) -> str:
+    (value,) = typing.get_args(model.model_fields["kind"].annotation)
+    return str(value)
+
+
+def _table_rows(model: type[BaseModel], key: str, out: list[str]) -> None:
+    """One kind of table in a list: its keys, described by the model (a list has no variable per key)."""
+    out += ["", f"## [[{key}]] kind = \"{_tag(model)}\"", "", " ".join((model.__doc__ or "").split()),
+            "", "| key | type | default | what it does |", "| --- | --- | --- | --- |"]
+    instance = model.model_construct()
+    for name, field in model.model_fields.items():
+        if name == "kind":
+            continue
+        default = "required" if field.is_required() else _default(field, getattr(instance, name, None))
+        note = (field.description or "").replace("|", "\\|")
+        out.append(f"| `{name}` | {_type(field.annotation)} | `{default}` | {note} |")
 
 
 def _type(annotation: Any) -> str:
@@ -114,6 +145,7 @@ def _default(field: Any, value: Any) -> str:
 def _rows(model: type[BaseModel], prefix: str, notes: dict[str, str], out: list[str]) -> None:
     instance = model.model_construct()
     nested: list[tuple[str, type[BaseModel]]] = []
+    tables: list[tuple[str, type[BaseModel]]] = []
     for name, field in model.model_fields.items():
         if field.exclude:
             continue
@@ -123,6 +155,7 @@ def _rows(model: type[BaseModel], prefix: str, notes: dict[str, str], out: list[
         if isinstance(annotation, type) and issubclass(annotation, BaseModel) and name not in ("blue", "green"):
             nested.append((key, annotation))
             continue
+        tables += [(key, variant) for variant in _tagged_variants(annotation)]
         try:
             value = getattr(instance, name)
         except AttributeError:
@@ -138,6 +171,8 @@ def _rows(model: type[BaseModel], prefix: str, notes: dict[str, str], out: list[
         env = f"{ENV_PREFIX}{key.upper().replace('.', '__')}"
         note = (notes.get(key) or NOTES.get(key, "")).replace("|", "\\|")
         out.append(f"| `{key}` | {_type(annotation)} | `{default}` | `{env}` | {note} |")
+    for key, variant in tables:
+        _table_rows(variant, key, out)
     for key, sub in nested:
         out.append("")
         out.append(f"## [{key}]")

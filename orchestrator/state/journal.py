@@ -2,7 +2,8 @@
 
 A step's row is inserted (outcome ``started``) before the step touches anything and completed
 after, so after a crash the journal says exactly how far a release got. Requests from other
-processes (abort, promote) are written to the release's row and read by the running release.
+processes (abort, promote, approve) are written to the release's row and read by the running
+release; an approval is taken (cleared) once it has answered the check that waited for it.
 """
 
 from __future__ import annotations
@@ -80,6 +81,22 @@ class ReleaseRecord:
     def find_step(self, name: str) -> StepRecord | None:
         return next((s for s in self.steps if s.name == name), None)
 
+    def awaiting(self) -> dict[str, Any] | None:
+        """The approval check the release waits on now (check, until, on_timeout), or None."""
+        for step in self.steps:
+            if step.outcome == "started" and step.detail.get("awaiting_approval"):
+                return dict(step.detail["awaiting_approval"], step=step.name)
+        return None
+
+    def check_results(self) -> list[dict[str, Any]]:
+        """The results of the team's checks so far, each with the step it ran in."""
+        return [{**result, "step": step.name} for step in self.steps for result in step.detail.get("checks") or []]
+
+    def approval_by(self, who: str) -> dict[str, Any] | None:
+        """The last approval check ``who`` approved in this release, or None."""
+        return next((c for c in reversed(self.check_results()) if c["kind"] == "approval" and c["ok"]
+                     and c["by"] == who), None)
+
     def to_dict(self, secrets: bool = False) -> dict[str, Any]:
         d = asdict(self)
         if not secrets:  # environment values may hold credentials: show only their names
@@ -128,11 +145,19 @@ class Journal:
                          " WHERE id = ?", (status, reason, now(), duration_s, release_id))
 
     def request(self, release_id: int, what: str, who: str) -> bool:
-        """Ask a running release to abort or promote; False when it is no longer running."""
+        """Ask a running release to abort, promote or approve; False when it is no longer running (or, for
+        an approval, when another request is pending: an abort or a promotion is never overwritten by one)."""
+        unanswered = " AND request IS NULL" if what == "approve" else ""
         with self.store.transaction() as conn:
-            cur = conn.execute("UPDATE releases SET request = ?, requested_by = ? WHERE id = ? AND status = ?",
-                               (what, who, release_id, RUNNING))
+            cur = conn.execute("UPDATE releases SET request = ?, requested_by = ? WHERE id = ? AND status = ?"
+                               + unanswered, (what, who, release_id, RUNNING))
             return cur.rowcount == 1
+
+    def clear_request(self, release_id: int, what: str) -> None:
+        """Mark a request of kind ``what`` as taken (approvals: each answers one wait); others stay."""
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE releases SET request = NULL, requested_by = NULL WHERE id = ? AND request = ?",
+                         (release_id, what))
 
     def pending_request(self, release_id: int) -> tuple[str, str] | None:
         rows = self.store.query("SELECT request, requested_by FROM releases WHERE id = ?", (release_id,))

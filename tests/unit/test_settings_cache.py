@@ -29,15 +29,43 @@ def assert_same(model: Any, view: Any, where: str = "settings") -> None:
         expected, got = getattr(model, name), getattr(view, name)
         if hasattr(type(expected), "model_fields"):
             assert_same(expected, got, f"{where}.{name}")
+        elif isinstance(expected, list) and expected and hasattr(type(expected[0]), "model_fields"):
+            assert len(got) == len(expected), f"{where}.{name}"
+            for i, (one, other) in enumerate(zip(expected, got, strict=True)):
+                assert_same(one, other, f"{where}.{name}.{i}")
         elif type(expected).__name__ == "SecretStr":
             assert got is None, f"{where}.{name}: a secret is never written into the cache"
         else:
             assert (type(got), got) == (type(expected), expected), f"{where}.{name}"
 
 
+CHECKS = """
+[[release.checks]]
+name = "smoke"
+kind = "web"
+url = "{candidate}/health"
+when = ["gate", "step"]
+pointer = "/score"
+min = 0.9
+
+[[release.checks]]
+name = "contract"
+kind = "job"
+command = ["sh", "-c", "exit 0"]
+env = { TARGET = "{candidate}" }
+
+[[release.checks]]
+name = "sign-off"
+kind = "approval"
+when = ["promote"]
+timeout = "10m"
+"""
+
+
 @pytest.mark.parametrize("text", [default_toml(), CUSTOM.replace('url = "sqlite:///data/app.db"',
-                                                                 'url = "postgresql://app@127.0.0.1:5432/models"')],
-                         ids=["defaults", "postgresql-and-own-state-dir"])
+                                                                 'url = "postgresql://app@127.0.0.1:5432/models"'),
+                                  default_toml() + CHECKS],
+                         ids=["defaults", "postgresql-and-own-state-dir", "release-checks"])
 def test_the_cached_settings_read_back_exactly_as_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              text: str) -> None:
     monkeypatch.setenv("BLUEGREEN_PROXY__DRIVER", "nginx")
