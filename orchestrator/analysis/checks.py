@@ -111,6 +111,8 @@ def web(check: Any, targets: Targets) -> CheckResult:
                         got["error"] = f"its answer is larger than {MAX_BODY // 1024} KiB"
                         return
                 got["answer"] = (response.status_code, data)
+        except httpx.TimeoutException:
+            got["timed_out"] = True  # httpx's own timeout, a moment before the caller's: the same verdict
         except httpx.HTTPError as exc:
             got["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except Exception as exc:  # an invalid URL or header after filling in: the check fails, saying why
@@ -120,7 +122,7 @@ def web(check: Any, targets: Targets) -> CheckResult:
     worker.start()
     worker.join(check.timeout)
     seconds = round(time.monotonic() - began, 3)
-    if worker.is_alive():
+    if worker.is_alive() or got.get("timed_out"):
         with contextlib.suppress(Exception):  # closing under a reader: whatever it raises, the check failed
             client.close()  # frees the connection; the thread ends with it
         return CheckResult(check.name, "web", False, f"{shown} did not answer within {check.timeout:g}s",

@@ -194,3 +194,37 @@ def test_targets_fill_only_the_placeholders_a_check_knows() -> None:
     assert t.env() == {"CANDIDATE_URL": "http://127.0.0.1:8102", "LIVE_URL": "http://127.0.0.1:8101",
                        "CANDIDATE_VERSION": "v2", "LIVE_VERSION": "v1", "BLUEGREEN_RELEASE": "7",
                        "BLUEGREEN_CHECK_POINT": "shift-25"}
+
+
+def test_a_web_check_gives_up_at_its_timeout_even_on_an_answer_that_trickles_in() -> None:
+    """A server that sends a byte every 0.2 s never trips a per-read timeout; the check's deadline holds."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    stop = threading.Event()
+
+    class Trickle(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            while not stop.wait(0.2):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        t = checks.Targets(url, url, "v2", "v1", 1, "gate")
+        result = checks.web(WebCheck(name="slow", kind="web", url="{candidate}/", timeout=1), t)
+    finally:
+        stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+    assert (result.ok, result.timed_out) == (False, True)
+    assert result.detail == f"GET {url}/ did not answer within 1s"
