@@ -106,7 +106,7 @@ def resolve_base(runtime: DockerRuntime, wanted: str, progress: Progress) -> str
             progress(f"pulling base image {wanted}")
             try:
                 runtime.client.images.pull(wanted)
-            except docker.errors.DockerException as exc:
+            except (docker.errors.DockerException, OSError) as exc:
                 raise ImageBuildError(
                     f"base image {wanted} is not on the engine and cannot be pulled: {_reason(exc)}",
                     "set images.base = \"\" to build an offline base, or load the image with docker load",
@@ -190,7 +190,7 @@ def _current(runtime: DockerRuntime, ref: str, digest: str) -> str | None:
         image = runtime.client.images.get(ref)
     except docker.errors.ImageNotFound:
         return None
-    except docker.errors.DockerException as exc:
+    except (docker.errors.DockerException, OSError) as exc:
         raise ImageBuildError(f"cannot look up image {ref}: {_reason(exc)}") from None
     labels = image.labels or {}
     return str(image.short_id) if labels.get(DIGEST_LABEL) == digest else None
@@ -256,7 +256,7 @@ def build_images(
                                               + "".join(log[-10:]).rstrip())
                     if "stream" in chunk:
                         log.append(chunk["stream"])
-            except docker.errors.DockerException as exc:
+            except (docker.errors.DockerException, OSError) as exc:
                 raise ImageBuildError(f"building {ref} failed: {_reason(exc)}") from None
             results.append(BuiltImage(ref, runtime.client.images.get(ref).short_id, True))
     return results

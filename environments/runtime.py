@@ -4,6 +4,10 @@ Containers run with host networking on loopback ports and carry labels
 ``bluegreen.project``, ``bluegreen.color``, ``bluegreen.version``, ``bluegreen.image``,
 ``bluegreen.port``. docker errors never leave this module: they become our own errors.
 The docker package is imported on first use so that commands which need no engine start fast.
+
+An engine that goes away in the middle of a command (restarted, its socket gone) raises the SDK's
+transport errors, which are ``OSError``s, not ``DockerException``s: both are caught as the engine not
+answering, never left to escape as a traceback.
 """
 
 from __future__ import annotations
@@ -177,7 +181,7 @@ class DockerRuntime:
             return True
         except docker.errors.ImageNotFound:
             return False
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"cannot look up image {ref}: {_reason(exc)}") from None
 
     def image_label(self, ref: str, label: str) -> str | None:
@@ -188,7 +192,7 @@ class DockerRuntime:
             return (self.client.images.get(ref).labels or {}).get(label)
         except docker.errors.ImageNotFound:
             raise ImageNotFound(f"image {ref} is not on the Docker engine") from None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"cannot look up image {ref}: {_reason(exc)}") from None
 
     def require_image(self, ref: str) -> None:
@@ -251,7 +255,7 @@ class DockerRuntime:
                     f"bluegreen down, or docker rm -f {self.name(color)} if it is not ours",
                 ) from None
             raise EnvironmentFailed(f"docker could not start {color}: {_reason(exc)}") from None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"docker could not start {color}: {_reason(exc)}") from None
         return _info(container.attrs)
 
@@ -286,7 +290,7 @@ class DockerRuntime:
                 labels={f"{LABEL}.project": self.project, f"{LABEL}.task": kind},
                 user=f"{os.getuid()}:{os.getgid()}" if as_caller else None,
                 volumes={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts})
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise EnvironmentFailed(f"docker could not run {image} {shown}: {_reason(exc)}") from None
         code: int | None = None
         try:
@@ -338,7 +342,7 @@ class DockerRuntime:
             action(container)
         except docker.errors.NotFound:
             return
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"docker could not {verb} {color}: {_reason(exc)}") from None
 
     # -- keeping a warm colour aside while its slot runs a candidate ---------------------------------
@@ -356,7 +360,7 @@ class DockerRuntime:
             self._remove_named(self.stash_name(color))
             container.stop(timeout=timeout)
             container.rename(self.stash_name(color))
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"docker could not set {color} aside: {_reason(exc)}") from None
         return True
 
@@ -373,7 +377,7 @@ class DockerRuntime:
         try:
             container.rename(self.name(color))
             container.start()
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise EnvironmentFailed(f"docker could not restart {color}'s stashed container: {_reason(exc)}") from None
         return True
 
@@ -387,7 +391,7 @@ class DockerRuntime:
             return self.client.containers.get(name)
         except docker.errors.NotFound:
             return None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"docker could not inspect {name}: {_reason(exc)}") from None
 
     def _remove_named(self, name: str) -> None:
@@ -409,7 +413,7 @@ class DockerRuntime:
                 yield from container.logs(stream=True, follow=True, tail=tail if tail is not None else "all")
             else:
                 yield container.logs(tail=tail if tail is not None else "all")
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"docker could not read {color}'s logs: {_reason(exc)}") from None
 
     def log_tail(self, color: str, lines: int = 20) -> str:
@@ -426,7 +430,7 @@ class DockerRuntime:
             return self.client.containers.get(self.name(color))
         except docker.errors.NotFound:
             return None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"docker could not inspect {color}: {_reason(exc)}") from None
 
 

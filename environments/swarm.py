@@ -55,7 +55,7 @@ class SwarmRuntime(DockerRuntime):
 
         try:
             return action(*args, **kwargs)
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"docker could not {what}: {_reason(exc)}") from None
 
     def _service(self, name: str) -> Any:
@@ -65,7 +65,7 @@ class SwarmRuntime(DockerRuntime):
             return self.client.services.get(name)
         except docker.errors.NotFound:
             return None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"docker could not inspect the service {name}: {_reason(exc)}") from None
 
     # -- colours ------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ class SwarmRuntime(DockerRuntime):
                                         f"bluegreen down, or docker service rm {self.name(color)} if it is not ours"
                                         ) from None
             raise EnvironmentFailed(f"docker could not create {color}'s service: {_reason(exc)}") from None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"docker could not start {color}: {_reason(exc)}") from None
         return self._converge(color)
 
@@ -254,7 +254,7 @@ class SwarmRuntime(DockerRuntime):
         try:
             self.client.configs.create(name=self._config_name(color), data=json.dumps(spec).encode(),
                                        labels={f"{LABEL}.project": self.project})
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"docker could not keep {color}'s spec aside: {_reason(exc)}") from None
         self.remove(color)
         return True

@@ -85,7 +85,7 @@ class Workers:
             return self._client.containers.get(name)
         except docker.errors.NotFound:
             return None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailable(f"docker could not inspect {name}: {exc}") from None
 
     # -- state ----------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ class Workers:
                                             for m in dep.mounts(service)},
                     restart_policy={"Name": "unless-stopped"},
                     **{"user": f"{os.getuid()}:{os.getgid()}", **options})
-            except docker.errors.DockerException as exc:
+            except (docker.errors.DockerException, OSError) as exc:
                 raise ReleaseFailed(f"docker could not start {name}: {exc}") from None
 
     def wait_healthy(self, color: str, timeout: float | None = None) -> None:

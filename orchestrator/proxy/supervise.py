@@ -100,7 +100,7 @@ class ContainerSupervisor:
             return self.runtime.client.containers.get(self.name)
         except docker.errors.NotFound:
             return None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise ProxyError(f"docker could not inspect the proxy container {self.name}: {exc}") from None
 
     def start(self, argv: list[str]) -> None:
@@ -117,7 +117,7 @@ class ContainerSupervisor:
                 restart_policy={"Name": "unless-stopped"}, volumes=self._volumes(),
                 user=f"{os.getuid()}:{os.getgid()}", labels={"bluegreen.project": self.runtime.project,
                                                             "bluegreen.role": "proxy"})
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise ProxyError(f"docker could not start the proxy container {self.name}: {exc}") from None
 
     def running(self) -> bool:
@@ -146,7 +146,7 @@ class ContainerSupervisor:
             raise ProxyError(f"the proxy container {self.name} does not exist", "bluegreen up")
         try:
             code, output = container.exec_run(["sh", "-c", f"kill -s {sig.name[3:]} 1"])
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise ProxyError(f"docker could not signal the proxy container {self.name}: {exc}") from None
         if code != 0:
             raise ProxyError(f"signalling the proxy in {self.name} failed: {output.decode(errors='replace')}")
@@ -171,7 +171,7 @@ class ContainerSupervisor:
             container.remove(force=True)
         except docker.errors.NotFound:
             return
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise ProxyError(f"docker could not stop the proxy container {self.name}: {exc}") from None
 
     def check(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
