@@ -401,7 +401,9 @@ class Demo:
             watcher.stop()
             jobs.stop()
             s.requests, s.failed_requests = traffic.sent, traffic.failed
-            s.failures, s.failed_by_phase = traffic.failures, traffic.by_phase
+            # In the order they were sent: each waited for the proxy's view before it was kept.
+            s.failures = sorted(traffic.failures, key=lambda f: float(f["at_s"]))
+            s.failed_by_phase = traffic.by_phase
         self.act("jobs counted")
         self.count_jobs(dep, jobs)
         s.releases, s.rollbacks = self.journal(dep)
