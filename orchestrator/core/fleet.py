@@ -268,6 +268,7 @@ class FleetStatus:
     proxy_running: bool
     members: list[MemberStatus]
     seconds: float = 0.0
+    proxy_processes: dict[str, int] = field(default_factory=dict)  # {"running": n, "of": processes}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -280,9 +281,11 @@ def status(fleet: Fleet) -> FleetStatus:
     began = time.monotonic()
     rows: dict[str, dict[str, dict[str, str]]] = {}  # backend -> server -> row
     proxy_running = False
+    processes = {"running": 0, "of": fleet.proxy.processes}
     if fleet.members:
         shared = shared_proxy(fleet)
-        proxy_running = shared.running()
+        processes["running"] = len(shared.processes.running())
+        proxy_running = processes["running"] > 0
         if proxy_running:
             with contextlib.suppress(ProxyError):
                 text = shared.command("show stat")
@@ -319,4 +322,4 @@ def status(fleet: Fleet) -> FleetStatus:
         except BluegreenError as exc:
             s.error = exc.message
     return FleetStatus(str(fleet.path), f"haproxy on {fleet.proxy.host}:{fleet.proxy.port}", proxy_running, out,
-                       round(time.monotonic() - began, 3))
+                       round(time.monotonic() - began, 3), processes)
