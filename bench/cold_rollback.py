@@ -118,10 +118,10 @@ class Deployment:
 
     def proxy_status(self, color: str) -> str:
         """The colour's server status in HAProxy's own ``show stat`` (UP, DOWN, …)."""
-        from bluegreen.orchestrator.proxy.haproxy import _socket_path
+        from bluegreen.orchestrator.proxy.instances import socket_path
 
         with socket.socket(socket.AF_UNIX) as sock:
-            sock.connect(str(_socket_path(self.root / ".bluegreen" / "haproxy")))
+            sock.connect(str(socket_path(self.root / ".bluegreen" / "haproxy")))
             sock.sendall(b"show stat\n")
             text = b""
             while chunk := sock.recv(65536):

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -76,6 +77,7 @@ def _cleanup_project(project: Project) -> None:
     names = [f"{project.name}-blue", f"{project.name}-green", *listed.stdout.split()]
     subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
     for pid_file in (project.root / ".bluegreen" / "haproxy" / "haproxy.pid",
+                     project.root / ".bluegreen" / "haproxy" / "haproxy-2.pid",
                      project.root / ".bluegreen" / "nginx" / "nginx.pid",
                      project.root / ".bluegreen" / "litestream" / "litestream.pid"):
         with contextlib.suppress(OSError, ValueError):
@@ -200,6 +202,52 @@ class Traffic:
                     ok = False
                 self.sent += 1
                 self.failed += not ok
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+class Connection:
+    """One client on one kept-alive connection, GET in a loop until stopped: when each good answer came,
+    and each failure.
+
+    After a failure it opens its next connection only once ``reconnect`` is set (when given): a test
+    that kills a proxy process sets it when the process is gone, so that the next connection cannot
+    land in the listener the kernel is still tearing down (a race of the kernel's, measured apart by
+    bench/proxy_kill.py)."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None,
+                 reconnect: threading.Event | None = None) -> None:
+        self.url, self.headers, self.reconnect = url, headers or {}, reconnect
+        self.ok: list[float] = []
+        self.why: list[tuple[float, str]] = []  # each failure: when, and what the client saw
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import httpx
+
+        # One connection at most: a failure then a new connection is the client's whole story.
+        with httpx.Client(timeout=5, headers=self.headers, limits=httpx.Limits(max_connections=1)) as client:
+            while not self._stop.wait(0.005):
+                try:
+                    r = client.get(self.url)
+                    good = r.status_code == 200
+                    why = f"{r.status_code} {r.text[:60]!r}"
+                except httpx.HTTPError as exc:
+                    good = False
+                    why = repr(exc)
+                if good:
+                    self.ok.append(time.monotonic())
+                else:
+                    self.why.append((time.monotonic(), why))
+                    if self.reconnect is not None:
+                        self.reconnect.wait(30)
+
+    def ok_since(self, t: float) -> int:
+        return sum(1 for when in self.ok if when > t)
 
     def stop(self) -> None:
         self._stop.set()

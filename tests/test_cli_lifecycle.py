@@ -80,9 +80,9 @@ def test_status_shows_the_weights_haproxy_really_has(project: Project) -> None:
     """Weights changed behind bluegreen's back show in status: they are read, not remembered."""
     assert project.run("up").code == 0
     sock = project.root / ".bluegreen" / "haproxy" / "admin.sock"
-    from bluegreen.orchestrator.proxy.haproxy import _socket_path
+    from bluegreen.orchestrator.proxy.instances import socket_path
 
-    path = _socket_path(sock.parent)
+    path = socket_path(sock.parent)
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(path))
         s.sendall(b"set weight models/blue 40\n")

@@ -14,7 +14,7 @@ import subprocess
 import time
 from typing import Any
 
-from bluegreen.orchestrator.proxy.haproxy import _socket_path
+from bluegreen.orchestrator.proxy.instances import socket_path
 from tests.conftest import Project, wait_for
 from tests.test_failover import Load
 
@@ -24,7 +24,7 @@ V2 = "bluegreen-model:v2"
 def haproxy_status(project: Project, server: str) -> str:
     """``server``'s status in HAProxy's own ``show stat``."""
     with socket.socket(socket.AF_UNIX) as sock:
-        sock.connect(str(_socket_path(project.root / ".bluegreen" / "haproxy")))
+        sock.connect(str(socket_path(project.root / ".bluegreen" / "haproxy")))
         sock.sendall(b"show stat\n")
         text = b""
         while chunk := sock.recv(65536):

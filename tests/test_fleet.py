@@ -23,7 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import BLUEGREEN, REPO, Result, Traffic, free_ports, wait_for
+from bluegreen.orchestrator.proxy.base import process_alive
+from bluegreen.orchestrator.proxy.instances import runtime_command, socket_path
+from tests.conftest import BLUEGREEN, REPO, Connection, Result, Traffic, free_ports, wait_for
 from tests.serving import LOGS, TOKEN, alertmanager_payload, stop
 
 IRIS = {"features": [5.1, 3.5, 1.4, 0.2]}
@@ -71,9 +73,10 @@ def cleanup(names: list[str], fleet_path: Path | None = None) -> None:
                                 capture_output=True, text=True)
         if listed.stdout.split():
             subprocess.run(["docker", "rm", "-f", *listed.stdout.split()], capture_output=True)
-    pid = fleet_path.parent / ".bluegreen-fleet" / "haproxy.pid" if fleet_path else None
-    if pid is not None and pid.exists():
-        subprocess.run(["kill", pid.read_text().split()[0]], capture_output=True)
+    for pid_file in ("haproxy.pid", "haproxy-2.pid") if fleet_path else ():
+        pid = fleet_path.parent / ".bluegreen-fleet" / pid_file
+        if pid.exists():
+            subprocess.run(["kill", pid.read_text().split()[0]], capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Itera
     root.mkdir()
     tag = uuid.uuid4().hex[:6]
     ports = free_ports(10)
-    f = Fleet(root, root / "fleet.toml", ports[0], ports=ports)
+    f = Fleet(root, root / "fleet.toml", ports[0], ports=ports)  # its proxy: two processes (the default)
     f.names = {"fraud": f"fraud{tag}", "churn": f"churn{tag}", "ranker": f"ranker{tag}"}
     init = f.run("fleet", "init", str(f.path))
     assert init.code == 0, init.err
@@ -227,6 +230,60 @@ def test_bad_input_is_refused_by_name_and_changes_nothing(fleet: Fleet, tmp_path
     assert no_route.code == 4 and "has neither hosts nor prefix" in no_route.err
     assert fleet.path.read_text() == before and fraud_ports.exists()
     assert fleet.predict(host="fraud.example.com").status_code == 200
+
+
+def held_by_process(fleet: Fleet, number: int, backend: str) -> tuple[dict[str, int], str | None]:
+    """One process's weights and standby for a backend, from that process's own runtime socket."""
+    sock = socket_path(fleet.root / ".bluegreen-fleet", number)
+    weights = {c: int(runtime_command(sock, f"get weight {backend}/{c}").split()[0]) for c in ("blue", "green")}
+    header, *lines = runtime_command(sock, "show stat").splitlines()
+    rows = [dict(zip(header[2:].split(","), line.split(","), strict=False)) for line in lines]
+    standby = next((row["svname"][: -len("-standby")] for row in rows if row.get("pxname") == backend
+                    and row["svname"].endswith("-standby") and row["status"] != "MAINT"), None)
+    return weights, standby
+
+
+def test_a_killed_proxy_process_costs_at_most_one_request_per_connection_and_fleet_up_brings_it_back_in_line(
+        fleet: Fleet) -> None:
+    """The fleet's proxy runs two HAProxy processes on its one listener (the default). kill -9 of one's
+    worker (its master leaves with it): each client connection loses at most the request in flight on
+    it, and every deployment's traffic goes on through the other process while the killed one stays
+    dead (the process supervisor restarts nothing). A release made meanwhile is saved, and reaches the
+    killed process when fleet up starts it again."""
+    proxy_dir = fleet.root / ".bluegreen-fleet"
+    master = int((proxy_dir / "haproxy.pid").read_text().split()[0])
+    [worker] = [int(p) for p in subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
+                                               text=True).stdout.split()]
+    churn = fleet.names["churn"]
+    gone = threading.Event()
+    connections = ([Connection(f"{fleet.url}/version", {"Host": "fraud.example.com"}, gone) for _ in range(3)]
+                   + [Connection(f"{fleet.url}/churn/version", reconnect=gone) for _ in range(3)])
+    try:
+        assert wait_for(lambda: all(len(c.ok) >= 5 for c in connections), timeout=20)
+        os.kill(worker, signal.SIGKILL)
+        t_kill = time.monotonic()
+        assert wait_for(lambda: not process_alive(worker) and not process_alive(master), timeout=10)
+        gone.set()
+        assert wait_for(lambda: all(c.ok_since(t_kill) >= 20 for c in connections), timeout=30)
+        assert not process_alive(master)  # what served since the kill was the other process
+        status = json.loads(fleet.run("fleet", "status", "--json").out)
+        assert (status["proxy_running"], status["proxy_processes"]) == (True, {"running": 1, "of": 2})
+        released = fleet.run("-d", churn, "release", "bluegreen-model:v2", "--steps", "100")
+        assert released.code == 0, released.err
+        up = fleet.run("fleet", "up")
+        assert up.code == 0, up.err
+        t_up = time.monotonic()
+        assert json.loads(fleet.run("fleet", "status", "--json").out)["proxy_processes"] == {"running": 2, "of": 2}
+        assert wait_for(lambda: all(c.ok_since(t_up) >= 5 for c in connections), timeout=10)
+    finally:
+        for c in connections:
+            c.stop()
+    failures = [[(round(t - t_kill, 3), why) for t, why in c.why] for c in connections]
+    assert all(len(f) <= 1 for f in failures), failures
+    for backend in (f"be_{churn}", f"be_{fleet.names['fraud']}"):
+        assert held_by_process(fleet, 1, backend) == held_by_process(fleet, 2, backend)
+    assert held_by_process(fleet, 1, f"be_{churn}") == ({"blue": 0, "green": 100}, "blue")
+    assert fleet.run("-d", churn, "rollback").code == 0
 
 
 # -- one serve for the fleet ----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -19,12 +20,16 @@ import pytest
 from bluegreen.orchestrator.analysis import steps as analysis
 from bluegreen.orchestrator.errors import PortInUse, ProxyError
 from bluegreen.orchestrator.proxy import Backend
-from bluegreen.orchestrator.proxy.haproxy import HAProxy, _socket_path
+from bluegreen.orchestrator.proxy.haproxy import HAProxy
+from bluegreen.orchestrator.proxy.instances import Process, socket_path
 from tests.conftest import free_ports, wait_for
 
 
-def backend_server(color: str, port: int, delay: float = 0.0) -> ThreadingHTTPServer:
+def backend_server(color: str, port: int, delay: float = 0.0, backlog: int = 5) -> ThreadingHTTPServer:
     """A colour's server on ``port`` answering {"color": ...}, ``delay`` seconds late."""
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = backlog
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -41,7 +46,7 @@ def backend_server(color: str, port: int, delay: float = 0.0) -> ThreadingHTTPSe
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = Server(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return server
@@ -149,24 +154,28 @@ def test_a_missing_binary_is_named(tmp_path: Path) -> None:
 
 def test_a_long_state_path_gets_a_short_socket_path(tmp_path: Path) -> None:
     deep = tmp_path / ("x" * 120)
-    path = _socket_path(deep)
+    path = socket_path(deep)
     assert len(str(path)) <= 97 and path.parent.parent == Path("/tmp")  # a private folder of its own in /tmp
-    assert _socket_path(deep) == path  # stable, so another process finds the same socket
+    assert socket_path(deep) == path  # stable, so another process finds the same socket
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 @pytest.mark.parametrize("length", [97, 98])
-def test_haproxy_starts_whatever_the_state_paths_length(tmp_path: Path, length: int) -> None:
-    """HAProxy refuses socket paths over 97 bytes; a path at the limit stays put, one over moves to /tmp."""
+def test_haproxy_starts_whatever_the_state_paths_length(tmp_path: Path, length: int, processes: int) -> None:
+    """HAProxy refuses socket paths over 97 bytes; a path at the limit stays put, one over moves to /tmp.
+    A second process's socket is named as long as the first's, so it goes where the first does."""
     base = tmp_path / "d"
     directory = base.with_name("d" + "x" * (length - len(str(base / "admin.sock"))))
     assert len(str(directory / "admin.sock")) == length
     proxy_port, blue_port, green_port = free_ports(3)
     p = HAProxy(directory, "127.0.0.1", proxy_port,
-                [Backend("blue", "127.0.0.1", blue_port), Backend("green", "127.0.0.1", green_port)])
+                [Backend("blue", "127.0.0.1", blue_port), Backend("green", "127.0.0.1", green_port)],
+                processes=processes)
     try:
         p.start({"blue": 100, "green": 0})
         assert p.weights() == {"blue": 100, "green": 0}
-        assert (p.socket_path.parent == directory) is (length == 97)
+        assert {(q.socket_path.parent == directory) for q in p.processes} == {length == 97}
+        assert all(q.answers() for q in p.processes)
     finally:
         p.stop()
 
@@ -253,3 +262,84 @@ def test_a_replicated_colours_timings_are_summed_over_its_servers(tmp_path: Path
         for s in servers:
             s.shutdown()
             s.server_close()
+
+
+def kill_process(process: Process) -> None:
+    """kill -9 of a process-supervised HAProxy's master (its worker leaves with it)."""
+    pid = int(process.pid_path.read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not process.running(), timeout=10)
+
+
+@pytest.fixture
+def two_processes(tmp_path: Path) -> Iterator[HAProxy]:
+    """A deployment's proxy of two HAProxy processes on one port (process supervisor), colours up."""
+    proxy_port, blue_port, green_port = free_ports(3)
+    servers = [backend_server("blue", blue_port), backend_server("green", green_port)]
+    p = HAProxy(tmp_path / "haproxy", "127.0.0.1", proxy_port,
+                [Backend("blue", "127.0.0.1", blue_port), Backend("green", "127.0.0.1", green_port)],
+                check_interval_ms=200, processes=2)
+    p.start({"blue": 100, "green": 0}, "green")
+    try:
+        assert p.wait_servers_up("blue", 5) and p.wait_servers_up("green", 5)
+        yield p
+    finally:
+        p.stop()
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+
+
+def test_two_processes_hold_the_same_weights_and_a_restarted_one_reads_the_changes_made_while_it_was_dead(
+        two_processes: HAProxy) -> None:
+    p = two_processes
+    first, second = p.processes
+    assert first.answers() and second.answers() and first.socket_path != second.socket_path
+    p.set_weights({"blue": 40, "green": 60})
+    assert p._weights_of(first) == p._weights_of(second) == {"blue": 40, "green": 60}
+    kill_process(first)
+    assert p.running() and p.stopped_processes() == ["haproxy process 1 of 2"]
+    assert colors_seen(p, 10) == Counter(blue=4, green=6)  # the other serves
+    p.set_weights({"blue": 0, "green": 100})  # saved; the dead process is not waited for
+    p.set_standby("blue")
+    assert p.reconfigure()  # starts it again, from the saved file
+    assert p.stopped_processes() == []
+    assert p._weights_of(first) == p._weights_of(second) == {"blue": 0, "green": 100}
+    assert p._standby_of(first) == p._standby_of(second) == "blue"
+    assert not p.reconfigure()  # nothing left to do
+
+
+def test_a_process_that_disagrees_is_set_from_the_saved_file_when_read(two_processes: HAProxy) -> None:
+    """A change cut short between the two processes (a crash) leaves them apart; the saved file, which
+    every change is written to first, decides."""
+    p = two_processes
+    second = p.processes.all[1]
+    second.command("set weight models/blue 55")
+    second.command("set server models/blue-standby state ready")
+    assert p.weights() == {"blue": 100, "green": 0}
+    assert p._weights_of(second) == {"blue": 100, "green": 0}
+    assert p.standby() == "green" and p._standby_of(second) == "green"
+
+
+def test_counters_of_two_processes_are_summed_and_do_not_go_back_when_one_restarts(two_processes: HAProxy) -> None:
+    """Each new connection reaches one process or the other; the counters are the sum. A process killed
+    and started again counts from zero: what it had counted is carried, so a step's window (counters
+    after minus before) never loses requests or errors to a restart."""
+    p = two_processes
+    first, second = p.processes
+    url = f"http://127.0.0.1:{p.port}/"
+
+    def each_served(n: int) -> bool:
+        httpx.get(url, timeout=5)  # a new connection each time: the kernel picks a process
+        return all(p._stats_of(q)["blue"].responses_2xx >= n for q in (first, second))
+
+    assert wait_for(lambda: each_served(3), timeout=30)
+    before = p.stats()["blue"].responses_2xx
+    assert before == sum(p._stats_of(q)["blue"].responses_2xx for q in (first, second))
+    kill_process(first)
+    assert p.stats()["blue"].responses_2xx == before  # the dead one's last reading still counts
+    assert p.reconfigure()
+    assert p._stats_of(first)["blue"].responses_2xx == 0
+    for _ in range(10):
+        assert httpx.get(url, timeout=5).status_code == 200
+    assert p.stats()["blue"].responses_2xx == before + 10

@@ -48,9 +48,9 @@ def versions_served(project: Project, n: int = 20) -> Counter[str]:
 
 
 def green_requests_seen_by_proxy(project: Project) -> int:
-    from bluegreen.orchestrator.proxy.haproxy import _socket_path
+    from bluegreen.orchestrator.proxy.instances import socket_path
 
-    path = _socket_path(project.root / ".bluegreen" / "haproxy")
+    path = socket_path(project.root / ".bluegreen" / "haproxy")
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(path))
         s.sendall(b"show stat\n")

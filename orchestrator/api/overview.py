@@ -43,7 +43,7 @@ class Overview(Reader):
 
         super().__init__(interval, unwatched)
         self.fleet_service = fleet_service
-        self._ring = RingReader()
+        self._rings: dict[int, RingReader] = {}  # one per proxy process: each has a ring of its own
         self._counters: dict[str, tuple[float, int, int]] = {}  # name -> (when, responses, 5xx)
         # The traffic figures of the last window, kept by readings that come sooner than a window after it
         # (a viewer arriving wakes the reader): a window of a few ms would say 0 req/s.
@@ -114,14 +114,16 @@ class Overview(Reader):
     def _latency(self, fleet: Any, errors: list[str]) -> dict[str, float | None]:
         """Each deployment's p95 (ms) of the requests the proxy timed since the last reading."""
         from bluegreen.orchestrator.analysis.steps import quantile
-        from bluegreen.orchestrator.core.fleet import timings_dump
-        from bluegreen.orchestrator.proxy.timings import Histogram, haproxy_timings
+        from bluegreen.orchestrator.core.fleet import timings_dumps
+        from bluegreen.orchestrator.proxy.timings import Histogram, RingReader, haproxy_timings
 
         try:
-            lines = self._ring.new_lines(timings_dump(fleet))
+            dumps = timings_dumps(fleet)
         except Exception as exc:
             errors.append(f"timings: {getattr(exc, 'message', exc)}")
             return {}
+        lines = [line for number, dump in sorted(dumps.items())
+                 for line in self._rings.setdefault(number, RingReader()).new_lines(dump)]
         histograms: dict[str, Histogram] = {}
         for (server, seconds), n in haproxy_timings(lines).items():
             backend = server.split("/", 1)[0]

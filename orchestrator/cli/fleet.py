@@ -94,8 +94,10 @@ def fleet_status(as_json: JsonOpt = False) -> None:
     from rich.table import Table
 
     console = Console()
-    console.print(f"fleet {result.fleet}: {result.proxy} " + ("running" if result.proxy_running else
-                                                               "[red]not running[/]"))
+    running, of = result.proxy_processes.get("running", 0), result.proxy_processes.get("of", 1)
+    state = ("[red]not running[/]" if not result.proxy_running else "running" if running >= of else
+             f"[yellow]running, {running} of {of} processes[/] (bluegreen fleet up starts the others)")
+    console.print(f"fleet {result.fleet}: {result.proxy} {state}")
     table = Table()
     for col in ("deployment", "route", "live", "weights", "proxy's health", "release", "standby", "last drill",
                 "verified backup"):

@@ -271,6 +271,7 @@ class FleetStatus:
     proxy_running: bool
     members: list[MemberStatus]
     seconds: float = 0.0
+    proxy_processes: dict[str, int] = field(default_factory=dict)  # {"running": n, "of": processes}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -297,11 +298,16 @@ def proxy_rows(fleet: Fleet) -> tuple[bool, Rows]:
     return running, rows
 
 
-def timings_dump(fleet: Fleet) -> str:
-    """The shared proxy's ring of request timings (every deployment's requests, each line naming its backend)."""
+def timings_dumps(fleet: Fleet) -> dict[int, str]:
+    """Each running process's ring of request timings (every deployment's requests, each line naming its
+    backend), by process number: a process times the requests it forwarded."""
     from bluegreen.orchestrator.proxy.timings import RING
 
-    return shared_proxy(fleet).command(f"show events {RING}")
+    out = {}
+    for process in shared_proxy(fleet).processes.answering():
+        with contextlib.suppress(ProxyError):
+            out[process.number] = process.command(f"show events {RING}")
+    return out
 
 
 def backend_rows(rows: Rows, name: str) -> dict[str, dict[str, str]]:
@@ -345,6 +351,8 @@ def status(fleet: Fleet) -> FleetStatus:
     """One line per member, from one read of the shared proxy and each member's own state."""
     began = time.monotonic()
     proxy_running, rows = proxy_rows(fleet)
+    processes = {"running": len(shared_proxy(fleet).processes.running()) if fleet.members else 0,
+                 "of": fleet.proxy.processes}
     out = []
     for m in fleet.members:
         try:
@@ -354,4 +362,4 @@ def status(fleet: Fleet) -> FleetStatus:
             continue
         out.append(member_status(m, dep, rows))
     return FleetStatus(str(fleet.path), f"haproxy on {fleet.proxy.host}:{fleet.proxy.port}", proxy_running, out,
-                       round(time.monotonic() - began, 3))
+                       round(time.monotonic() - began, 3), processes)

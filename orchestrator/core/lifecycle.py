@@ -84,8 +84,10 @@ def up(dep: Deployment, progress: Progress = _quiet, action: str = "up") -> UpRe
                 if dep.proxy.standby() != standby:
                     dep.proxy.set_standby(standby)
                     changed.append(f"standby set to {standby or 'none'}")
+                stopped = dep.proxy.stopped_processes()
                 if dep.proxy.reconfigure():
-                    changed.append(f"{dep.proxy.name} reloaded with the changed proxy settings")
+                    changed.append(f"started {', '.join(stopped)} (the others served meanwhile)" if stopped else
+                                   f"{dep.proxy.name} reloaded with the changed proxy settings")
             else:
                 ensure_proxy_image(dep, progress)
                 progress(f"starting {dep.proxy.name} on {dep.proxy_url}")

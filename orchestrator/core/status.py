@@ -53,12 +53,14 @@ def status(dep: Deployment) -> Status:
     weights = None
     proxy_error = None
     standby = None
+    stopped: list[str] = []
     if running:
         try:
             weights = proxy.weights()
             standby = proxy.standby()
         except ProxyError as exc:
             proxy_error = exc.message
+        stopped = proxy.stopped_processes()
     holder = current_holder(dep.settings.state_dir / "lock")
     result = Status(
         project=dep.settings.project,
@@ -73,6 +75,9 @@ def status(dep: Deployment) -> Status:
         warm=dep.state.get_doc("warm"),
         standby=standby,
     )
+    if stopped:
+        result.notes.append(f"{', '.join(stopped)} not running: the other serves all the traffic; "
+                            "bluegreen up starts it (runbooks/failover.md)")
     current = Journal(dep.state).running()
     if current is not None:
         result.release = {"id": current.id, "kind": current.kind, "version": current.version,

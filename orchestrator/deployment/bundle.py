@@ -15,7 +15,8 @@ from bluegreen.orchestrator.model.contract import Contract, resolve
 from bluegreen.orchestrator.model.health import Probe, probe
 from bluegreen.orchestrator.proxy import Backend, Proxy
 from bluegreen.orchestrator.proxy.fleet import Route, SharedHAProxy
-from bluegreen.orchestrator.proxy.haproxy import HAProxy, _socket_path
+from bluegreen.orchestrator.proxy.haproxy import HAProxy
+from bluegreen.orchestrator.proxy.instances import socket_path
 from bluegreen.orchestrator.proxy.nginx import Nginx
 from bluegreen.orchestrator.settings.core import COLORS
 from bluegreen.orchestrator.state.lock import DeploymentLock
@@ -191,7 +192,7 @@ class Deployment:
         if p.supervisor == "container":
             from bluegreen.orchestrator.proxy.supervise import ContainerSupervisor
 
-            mounts = [directory, _socket_path(directory).parent] if p.driver == "haproxy" else [directory]
+            mounts = [directory, socket_path(directory).parent] if p.driver == "haproxy" else [directory]
             supervisor = ContainerSupervisor(self.proxy_engine, f"{self.settings.project}-proxy", sorted(set(mounts)))
         connect_ms = max(1, round(p.connect_timeout * 1000))
         if p.driver == "nginx":
@@ -202,7 +203,7 @@ class Deployment:
         return HAProxy(directory, p.host, p.port, self.backends(), "haproxy" if supervisor else p.binary,
                        p.check_interval_ms, check_path=c.path(c.ready_path), check_status=c.ready_status,
                        supervisor=supervisor, connect_timeout_ms=connect_ms, failover=p.failover,
-                       shield=p.retry_candidate_failures)
+                       shield=p.retry_candidate_failures, processes=p.processes)
 
     def probe(self, color: str, timeout: float = 1.0) -> Probe:
         """The colour's readiness, as the contract defines it."""
@@ -393,6 +394,6 @@ def shared_proxy(fleet: Fleet) -> SharedHAProxy:
         from bluegreen.orchestrator.proxy.supervise import ContainerSupervisor
 
         supervisor = ContainerSupervisor(DockerRuntime(fleet.name, "", 30.0), fleet.name,
-                                         sorted({directory, _socket_path(directory).parent}))
+                                         sorted({directory, socket_path(directory).parent}))
     return SharedHAProxy(directory, f.host, f.port, [Route(m.name, m.hosts, m.prefix) for m in fleet.members],
-                         "haproxy" if supervisor else f.binary, supervisor, str(fleet.path))
+                         "haproxy" if supervisor else f.binary, supervisor, str(fleet.path), f.processes)

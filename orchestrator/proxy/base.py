@@ -93,6 +93,31 @@ class ServerStats:
                    down_transitions=sum(s.down_transitions for s in servers), replicas=tuple(servers))
 
 
+    @classmethod
+    def summed(cls, live: list[ServerStats], carried: list[ServerStats] | None = None) -> ServerStats:
+        """One server as several processes of the proxy count it: the counters of ``live`` (those that
+        answer now) and ``carried`` (what processes since restarted, or silent now, had counted)
+        summed; its weight, open sessions and response time from ``live``; UP only when every live
+        process says so (else the first other status); times taken out: the most any one saw."""
+        carried = carried or []
+        first = live[0]
+        if len(live) == 1 and not carried:
+            return first
+        every = [*live, *carried]
+        status = next((s.status for s in live if s.status != first.status and not s.status.startswith("UP")),
+                      first.status)
+        widths = {len(s.replicas) for s in every}
+        replicas = (tuple(cls.summed([s.replicas[i] for s in live], [s.replicas[i] for s in carried])
+                          for i in range(len(first.replicas))) if len(widths) == 1 else ())
+        return cls(status=status, weight=first.weight, current_sessions=sum(s.current_sessions for s in live),
+                   total_sessions=sum(s.total_sessions for s in every),
+                   responses_total=sum(s.responses_total for s in every),
+                   responses_2xx=sum(s.responses_2xx for s in every), responses_5xx=sum(s.responses_5xx for s in every),
+                   errors=sum(s.errors for s in every), avg_response_ms=max(s.avg_response_ms for s in live),
+                   retries=sum(s.retries for s in every), down_transitions=max(s.down_transitions for s in every),
+                   replicas=replicas)
+
+
 class Proxy(Protocol):
     name: str
     config_path: Path
@@ -113,6 +138,9 @@ class Proxy(Protocol):
     def standby(self) -> str | None: ...
     def wait_ready(self, timeout: float) -> bool: ...
     def reconfigure(self) -> bool: ...
+    def stopped_processes(self) -> list[str]:
+        """The proxy's processes that are not running while another one serves (``up`` starts them)."""
+        ...
 
 
 def check_weights(weights: dict[str, int], names: list[str]) -> None:
@@ -142,10 +170,11 @@ def output_tail(proc: subprocess.CompletedProcess[str], lines: int = 5) -> str:
     return "\n".join((alerts or text.splitlines())[-lines:]) or f"exit code {proc.returncode}"
 
 
-def run_tool(argv: list[str], missing: str, hint: str) -> subprocess.CompletedProcess[str]:
+def run_tool(argv: list[str], missing: str, hint: str, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
     """Run a proxy's command-line tool; a missing binary is our error, named with ``missing``."""
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
     except FileNotFoundError:
         raise ProxyError(missing, hint) from None
 

@@ -9,6 +9,10 @@ the listening socket stays open and the old worker finishes its requests, so the
 deployments lose nothing. A lock on the directory keeps a reload from starting between a
 deployment's live change and its saving, which would lose the change.
 
+The fleet's HAProxy is every deployment's single point of failure, so by default it runs as two
+processes sharing the listener (``[proxy] processes``, instances.py): when one dies, only the
+connections it held fail, and the other serves every deployment while the dead one is restarted.
+
 A request goes to the most specific route that matches: host and prefix, then host alone, then
 the longest prefix alone. ``Host`` is compared without its port and case; a prefix matches the
 path itself or the path below it (``/fraud`` and ``/fraud/…``, never ``/fraudulent``). A request
@@ -30,7 +34,8 @@ from bluegreen.orchestrator.common.ports import require_free
 from bluegreen.orchestrator.common.private import private_dir
 from bluegreen.orchestrator.errors import ProxyError
 from bluegreen.orchestrator.proxy.base import output_tail, write_atomically
-from bluegreen.orchestrator.proxy.haproxy import RING, RING_BYTES, _poll, _socket_path, runtime_command
+from bluegreen.orchestrator.proxy.haproxy import RING, RING_BYTES
+from bluegreen.orchestrator.proxy.instances import Process, Processes
 from bluegreen.orchestrator.proxy.supervise import ProcessSupervisor, Supervisor
 from bluegreen.orchestrator.proxy.timings import FLEET_LOG_FORMAT
 from bluegreen.orchestrator.proxy.timings import RING as TIMINGS_RING
@@ -101,7 +106,7 @@ class SharedHAProxy:
     """The fleet's HAProxy process: its directory, listener, routes, supervisor and reloads."""
 
     def __init__(self, directory: Path, host: str, port: int, routes: list[Route], binary: str = "haproxy",
-                 supervisor: Supervisor | None = None, fleet_file: str = "") -> None:
+                 supervisor: Supervisor | None = None, fleet_file: str = "", processes: int = 1) -> None:
         self.directory = directory
         self.host = host
         self.port = port
@@ -110,11 +115,11 @@ class SharedHAProxy:
         self.fleet_file = fleet_file
         self.conf_dir = directory / "conf.d"
         self.frontend_path = self.conf_dir / "00-fleet.cfg"
-        self.pid_path = directory / "haproxy.pid"
-        self.socket_path = _socket_path(directory)
-        self.supervisor: Supervisor = supervisor or ProcessSupervisor(
-            self.pid_path, str(self.conf_dir), "haproxy", "apt-get install haproxy, or set proxy.binary in the "
-                                                          "fleet file")
+        self.processes = Processes(directory, directory / "haproxy.pid", processes, supervisor or ProcessSupervisor(
+            directory / "haproxy.pid", str(self.conf_dir), "haproxy", "apt-get install haproxy, or set proxy.binary "
+                                                                      "in the fleet file"))
+        first = self.processes.first
+        self.pid_path, self.socket_path, self.supervisor = first.pid_path, first.socket_path, first.supervisor
 
     def fragment_path(self, name: str) -> Path:
         return self.conf_dir / f"50-{name}.cfg"
@@ -132,9 +137,9 @@ class SharedHAProxy:
         written = self.backends_written()
         routes = sorted((r for r in self.routes if r.name in written), key=Route.rank)
         lines = [line for r in routes for line in r.lines()]
-        return FRONTEND.format(fleet=self.fleet_file, socket=self.socket_path, listen=f"{self.host}:{self.port}",
-                               ring=RING.format(size=RING_BYTES * 4), log=FLEET_LOG,
-                               routes="\n".join(lines) if lines else "    # no deployment yet",
+        return FRONTEND.format(fleet=self.fleet_file, socket=self.processes.stats_socket(),
+                               listen=f"{self.host}:{self.port}", ring=RING.format(size=RING_BYTES * 4),
+                               log=FLEET_LOG, routes="\n".join(lines) if lines else "    # no deployment yet",
                                unrouted=UNROUTED)
 
     @contextlib.contextmanager
@@ -150,24 +155,31 @@ class SharedHAProxy:
 
     def apply(self) -> bool:
         """Write the listener's file, check the whole directory, then start HAProxy or reload it
-        seamlessly when the configuration changed. Call it holding ``lock()``. True: it changed."""
+        seamlessly (each process in turn) when the configuration changed; start any of its processes
+        that is not running. Call it holding ``lock()``. True: something changed."""
         private_dir(self.conf_dir)
         wanted = self.render()
         changed = not self.frontend_path.exists() or self.frontend_path.read_text() != wanted
         write_atomically(self.frontend_path, wanted)
-        running = self.running()
-        if running and not changed and not self._stale():
+        running = self.processes.running()
+        stale = changed or self._stale()
+        stopped, surplus = self.processes.stopped(), self.processes.surplus()
+        if running and not stale and not stopped and not surplus:
             return False
-        check = self.supervisor.check([self.binary, "-c", "-f", str(self.conf_dir)])
-        if check.returncode != 0:
-            raise ProxyError(f"haproxy rejected the fleet configuration {self.conf_dir}: {output_tail(check)}",
-                             "bluegreen fleet status; the named file and line   (runbooks/fleet.md)")
-        if running:
-            self.supervisor.send_signal(signal.SIGUSR2)
-            if not _poll(self._reloaded, 10.0):
-                raise ProxyError("the fleet's haproxy did not come back after reloading its configuration")
-        else:
+        if stale or not running:
+            check = self.supervisor.check([self.binary, "-c", "-f", str(self.conf_dir)])
+            if check.returncode != 0:
+                raise ProxyError(f"haproxy rejected the fleet configuration {self.conf_dir}: {output_tail(check)}",
+                                 "bluegreen fleet status; the named file and line   (runbooks/fleet.md)")
+        if not running:
             self._start()
+        else:
+            if stale:
+                for process in running:  # one at a time: the others keep serving meanwhile
+                    process.reload()
+            self.processes.start(stopped, self._argv)
+            for process in surplus:
+                process.supervisor.stop(signal.SIGUSR1, 10.0)
         self._loaded = self._fingerprint()
         return True
 
@@ -201,21 +213,19 @@ class SharedHAProxy:
     def has_backend(self, backend: str) -> bool:
         return backend in self.loaded_backends()
 
-    def _reloaded(self) -> bool:
-        return {f"be_{n}" for n in self.backends_written()} <= self.loaded_backends()
+    def _argv(self, process: Process) -> list[str]:
+        if process.supervisor.kind == "container":
+            return [self.binary, "-W", "-db", "-f", str(self.conf_dir)]
+        return [self.binary, "-W", "-D", "-f", str(self.conf_dir), "-p", str(process.pid_path)]
 
     def _start(self) -> None:
         require_free(self.host, self.port, "the fleet's proxy.port")
         private_dir(self.socket_path.parent)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
-        if self.supervisor.kind == "container":
-            argv = [self.binary, "-W", "-db", "-f", str(self.conf_dir)]
-        else:
-            argv = [self.binary, "-W", "-D", "-f", str(self.conf_dir), "-p", str(self.pid_path)]
-        self.supervisor.start(argv)
-        if not _poll(self.answers, 10.0):
-            raise ProxyError(f"the fleet's haproxy started but its runtime socket {self.socket_path} does not answer")
+        try:
+            self.processes.start(self.processes.all, self._argv)
+        except BaseException:
+            self.processes.stop(2.0)
+            raise
 
     @property
     def _loaded(self) -> str:
@@ -225,19 +235,17 @@ class SharedHAProxy:
     def _loaded(self, value: str) -> None:
         write_atomically(self.directory / "loaded", value)
 
-    # -- the process ---------------------------------------------------------------------------
+    # -- the processes -------------------------------------------------------------------------
     def running(self) -> bool:
-        return self.supervisor.running()
+        """Whether the fleet's HAProxy runs (any of its processes)."""
+        return self.processes.any_running()
 
     def answers(self) -> bool:
-        try:
-            self.command("show info")
-            return True
-        except ProxyError:
-            return False
+        return bool(self.processes.answering())
 
     def command(self, line: str) -> str:
-        return runtime_command(self.socket_path, line)
+        """One command to the runtime API; the first process that answers answers it."""
+        return self.processes.command(line)
 
     def remove(self, name: str) -> bool:
         """Take a deployment's backend and route out (a seamless reload); False: it was not there."""
@@ -252,7 +260,5 @@ class SharedHAProxy:
             return True
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Soft-stop the fleet's HAProxy (every deployment's traffic stops)."""
-        self.supervisor.stop(signal.SIGUSR1, timeout)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        """Soft-stop the fleet's HAProxy, every process (every deployment's traffic stops)."""
+        self.processes.stop(timeout)

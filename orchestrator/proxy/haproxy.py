@@ -13,26 +13,31 @@ to the standby. Measured here: traffic on the standby within ~0.2 s of a SIGKILL
 HAProxy's own health check decides whether a server takes traffic: a colour started a moment
 ago is DOWN to it until a check passes, however healthy it answers bluegreen. ``wait_servers_up``
 reads that decision (``show stat``); weights go to a colour only after it (switch.py).
+
+A proxy of several processes (``processes``, instances.py) shares its listener among independent
+HAProxy instances, so a dead one costs only the connections it held. Every live change is saved
+first and then sent to each of them; weights and the standby are read from all of them (one that
+disagrees, left behind by a change cut short, is set from the saved file); counters are summed,
+and a colour is up when every process takes it as up.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import signal
-import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from bluegreen.orchestrator.common.ports import require_free
 from bluegreen.orchestrator.common.private import private_dir
 from bluegreen.orchestrator.errors import ProxyError
 from bluegreen.orchestrator.proxy.base import STANDBY, Backend, ServerStats, check_weights, write_atomically
 from bluegreen.orchestrator.proxy.base import output_tail as _tail
+from bluegreen.orchestrator.proxy.instances import Process, Processes
+from bluegreen.orchestrator.proxy.instances import poll as _poll
 from bluegreen.orchestrator.proxy.supervise import ProcessSupervisor, Supervisor
 from bluegreen.orchestrator.proxy.timings import HAPROXY_LOG_FORMAT, Buckets, Histogram, RingReader, haproxy_timings
 from bluegreen.orchestrator.proxy.timings import RING as TIMINGS_RING
@@ -40,8 +45,9 @@ from bluegreen.orchestrator.proxy.timings import RING as TIMINGS_RING
 if TYPE_CHECKING:
     from bluegreen.orchestrator.proxy.fleet import SharedHAProxy
 
+T = TypeVar("T")
+
 BACKEND = "models"
-MAX_SOCKET_PATH = 97  # HAProxy refuses longer unix socket paths ("too long (max 97)")
 
 CONFIG = """\
 # Written by bluegreen. Weights and the standby change live through the runtime API and are
@@ -110,7 +116,7 @@ class HAProxy:
                  binary: str = "haproxy", check_interval_ms: int = 1000, check_path: str = "/health",
                  check_status: int = 200, supervisor: Supervisor | None = None, connect_timeout_ms: int = 100,
                  failover: bool = True, shield: bool = False, shared: SharedHAProxy | None = None,
-                 name: str = "", strip_prefix: str = "", timings: bool = True) -> None:
+                 name: str = "", strip_prefix: str = "", timings: bool = True, processes: int = 1) -> None:
         self.directory = directory
         self.host = host
         self.port = port
@@ -123,26 +129,27 @@ class HAProxy:
         self.failover = failover
         self.shield = shield
         self.timings = timings  # each request's line in the ring (off only to measure what it costs)
-        self._ring = RingReader()
+        self._rings: dict[int, RingReader] = {}  # each process has a ring of its own
         self._latency = {b.name: Histogram() for b in backends}
         self._latency_lock = threading.Lock()  # the place in the ring is read on from where the last read stopped
         self.shared = shared
         self.deployment = name
         self.strip_prefix = strip_prefix  # a fleet route's prefix the model server does not see
+        # Counters of a process since restarted or reloaded, and each process's last reading (stats()).
+        self._carried: dict[str, ServerStats] = {}
+        self._last: dict[int, tuple[tuple[int, int], dict[str, ServerStats]]] = {}
         if shared is not None:
             self.backend = f"be_{name}"
             self.config_path = shared.fragment_path(name)
-            self.pid_path = shared.pid_path
-            self.socket_path = shared.socket_path
-            self.supervisor: Supervisor = shared.supervisor
-            return
-        self.backend = BACKEND
-        self.config_path = directory / "haproxy.cfg"
-        self.pid_path = directory / "haproxy.pid"
-        self.socket_path = _socket_path(directory)
-        self.supervisor = supervisor or ProcessSupervisor(
-            self.pid_path, str(self.config_path), "haproxy",
-            "apt-get install haproxy, or set proxy.binary in bluegreen.toml")
+            self.processes: Processes = shared.processes
+        else:
+            self.backend = BACKEND
+            self.config_path = directory / "haproxy.cfg"
+            self.processes = Processes(directory, directory / "haproxy.pid", processes, supervisor or ProcessSupervisor(
+                directory / "haproxy.pid", str(self.config_path), "haproxy",
+                "apt-get install haproxy, or set proxy.binary in bluegreen.toml"))
+        first = self.processes.first
+        self.pid_path, self.socket_path, self.supervisor = first.pid_path, first.socket_path, first.supervisor
 
     # -- config ------------------------------------------------------------------------------
     def render(self, weights: dict[str, int], standby: str | None = None) -> str:
@@ -165,7 +172,7 @@ class HAProxy:
                 inter=self.check_interval_ms, fastinter=max(100, self.check_interval_ms // 4),
                 servers="\n".join(lines))
         return CONFIG.format(ring=RING.format(size=RING_BYTES) if self.timings else "",
-                             log=LOG if self.timings else "", socket=self.socket_path,
+                             log=LOG if self.timings else "", socket=self.processes.stats_socket(),
                              listen=f"{self.host}:{self.port}", backend=BACKEND,
                              inter=self.check_interval_ms, fastinter=max(100, self.check_interval_ms // 4),
                              check_path=self.check_path, check_status=self.check_status,
@@ -200,10 +207,24 @@ class HAProxy:
 
     # -- process -----------------------------------------------------------------------------
     def running(self) -> bool:
-        """Whether the proxy runs; in a fleet, whether the fleet's HAProxy runs with this backend loaded."""
+        """Whether the proxy runs (any of its processes); in a fleet, whether the fleet's HAProxy runs with
+        this backend loaded."""
         if self.shared is not None:
-            return self.supervisor.running() and self.shared.has_backend(self.backend)
-        return self.supervisor.running()
+            return self.shared.running() and self.shared.has_backend(self.backend)
+        return self.processes.any_running()
+
+    def stopped_processes(self) -> list[str]:
+        """The proxy's processes that are not running while another one is (``up`` starts them)."""
+        stopped = self.processes.stopped()
+        if len(stopped) == self.processes.count:
+            return []
+        return [f"haproxy process {p.number} of {self.processes.count}" for p in stopped]
+
+    def _argv(self, process: Process) -> list[str]:
+        # Master-worker: SIGUSR2 to the master reloads a changed config with no connection refused.
+        if process.supervisor.kind == "container":
+            return [self.binary, "-W", "-db", "-f", str(self.config_path)]  # in the foreground: the container's process
+        return [self.binary, "-W", "-D", "-f", str(self.config_path), "-p", str(process.pid_path)]
 
     def start(self, weights: dict[str, int], standby: str | None = None) -> None:
         """Write the config, check it, and start HAProxy under its supervisor; wait for its socket.
@@ -220,50 +241,50 @@ class HAProxy:
         require_free(self.host, self.port, "proxy.port")
         self._write_config(weights, standby)
         private_dir(self.socket_path.parent)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        self._check()
+        try:
+            self.processes.start(self.processes.all, self._argv)
+        except BaseException:
+            self.processes.stop(2.0)
+            raise
+
+    def _check(self, what: str = "") -> None:
         check = self.supervisor.check([self.binary, "-c", "-f", str(self.config_path)])
         if check.returncode != 0:
-            raise ProxyError(f"haproxy rejected {self.config_path}: {_tail(check)}")
-        # Master-worker: SIGUSR2 to the master reloads a changed config with no connection refused.
-        if self.supervisor.kind == "container":
-            argv = [self.binary, "-W", "-db", "-f", str(self.config_path)]  # in the foreground: the container's process
-        else:
-            argv = [self.binary, "-W", "-D", "-f", str(self.config_path), "-p", str(self.pid_path)]
-        self.supervisor.start(argv)
-        if not _poll(self._answers, 10.0):
-            raise ProxyError(f"haproxy started but its runtime socket {self.socket_path} does not answer")
+            raise ProxyError(f"haproxy rejected {what}{self.config_path}: {_tail(check)}")
 
     def _answers(self) -> bool:
-        try:
-            self.command("show info")
-            return True
-        except ProxyError:
-            return False
+        return bool(self.processes.answering())
 
     def wait_ready(self, timeout: float) -> bool:
         """Whether HAProxy answers on its socket within ``timeout`` (after a supervised restart)."""
         return _poll(self._answers, timeout)
 
     def reconfigure(self) -> bool:
-        """Apply changed settings (ports, checks, failover, timeouts) with a seamless reload; False: none."""
+        """Apply changed settings (ports, checks, failover, timeouts) with a seamless reload of each
+        process in turn, start any process of the proxy that is not running (from the saved file), and
+        stop those beyond ``processes``; False: nothing to do."""
         weights, standby = self.weights(), self.standby()
         wanted = self.render(weights, standby)
-        if self.config_path.exists() and self.config_path.read_text() == wanted:
-            return False
+        changed = not self.config_path.exists() or self.config_path.read_text() != wanted
         if self.shared is not None:
+            if not changed:
+                with self.shared.lock():
+                    return self.shared.apply()
             with self.shared.lock():
                 self._write_config(weights, standby)
                 self.shared.apply()
             return True
-        self._write_config(weights, standby)
-        check = self.supervisor.check([self.binary, "-c", "-f", str(self.config_path)])
-        if check.returncode != 0:
-            raise ProxyError(f"haproxy rejected the new configuration {self.config_path}: {_tail(check)}")
-        self.supervisor.send_signal(signal.SIGUSR2)
-        if not self.wait_ready(10.0):
-            raise ProxyError("haproxy did not come back after reloading its configuration")
-        return True
+        if changed:
+            self._write_config(weights, standby)
+            self._check("the new configuration ")
+            for process in self.processes.running():
+                process.reload()
+        stopped, surplus = self.processes.stopped(), self.processes.surplus()
+        self.processes.start(stopped, self._argv)
+        for process in surplus:
+            process.supervisor.stop(signal.SIGUSR1, 10.0)
+        return changed or bool(stopped) or bool(surplus)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Soft-stop (finish open requests), then terminate if it lingers.
@@ -276,70 +297,102 @@ class HAProxy:
                 self.set_weights({b.name: 0 for b in self.backends})
                 self.set_standby(None)
             return
-        self.supervisor.stop(signal.SIGUSR1, timeout)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        self.processes.stop(timeout)
 
     # -- runtime API -------------------------------------------------------------------------
     def command(self, line: str) -> str:
-        return runtime_command(self.socket_path, line)
+        """One command to the proxy's runtime API; its first process that answers answers it."""
+        return self.processes.command(line)
 
     def set_weights(self, weights: dict[str, int]) -> None:
-        """Apply weights live, then save them in the config file."""
+        """Save weights in the config file, then apply them live in every process."""
         check_weights(weights, [b.name for b in self.backends])
+        lines = [(f"set weight {self.backend}/{server} {weight}", f"weight {weight} for {server}")
+                 for name, weight in weights.items() for server in self._servers_of(name)]
         with self._saving():
-            for name, weight in weights.items():
-                for server in self._servers_of(name):
-                    answer = self.command(f"set weight {self.backend}/{server} {weight}").strip()
-                    if answer:
-                        raise ProxyError(f"haproxy refused weight {weight} for {server}: {answer}")
             saved_weights, standby = self._saved()
             self._write_config({**saved_weights, **weights}, standby)
+            self._send(lines)
+
+    def _send(self, lines: list[tuple[str, str]]) -> None:
+        for (_line, what), answer in zip(lines, self.processes.send([line for line, _what in lines]), strict=True):
+            if answer:
+                raise ProxyError(f"haproxy refused {what}: {answer}")
 
     def _saving(self) -> contextlib.AbstractContextManager[object]:
         """In a fleet, a change and its saving happen between reloads, never across one (which would
-        start the new HAProxy from the file before the change reached it)."""
+        start the new HAProxy from the file before the change reached it). The file is written first:
+        a process that starts meanwhile (its supervisor restarting it) reads the change there."""
         return self.shared.lock() if self.shared is not None else contextlib.nullcontext()
 
     def set_standby(self, color: str | None) -> None:
-        """Make ``color`` the failover target (None: no standby), live and in the config file."""
+        """Make ``color`` the failover target (None: no standby), in the config file and live."""
         if not self.failover:
             return
         names = [b.name for b in self.backends]
         if color is not None:
             check_weights({color: 0}, names)
+        lines = [(f"set server {self.backend}/{server}{STANDBY} state {state}", f"to set {server}{STANDBY} {state}")
+                 for name in names for state in ["ready" if name == color else "maint"]
+                 for server in self._servers_of(name)]
         with self._saving():
-            for name in names:
-                state = "ready" if name == color else "maint"
-                for server in self._servers_of(name):
-                    answer = self.command(f"set server {self.backend}/{server}{STANDBY} state {state}").strip()
-                    if answer:
-                        raise ProxyError(f"haproxy refused to set {server}{STANDBY} {state}: {answer}")
             weights, _ = self._saved()
             self._write_config(weights or self.weights(), color)
+            self._send(lines)
 
     def standby(self) -> str | None:
-        """The colour HAProxy fails over to now, read from HAProxy itself."""
+        """The colour HAProxy fails over to now, read from HAProxy itself (every process)."""
         if not self.failover:
             return None
-        for name, stats in self.stats().items():
-            if name.endswith(STANDBY) and stats.status != "MAINT":
-                return name[: -len(STANDBY)]
+        return self._agreed(self._standby_of)
+
+    def _standby_of(self, process: Process) -> str | None:
+        for row in self._rows(process):
+            name = row.get("svname", "")
+            if name.endswith(STANDBY) and row.get("status") != "MAINT":
+                return self._colour_of(name[: -len(STANDBY)])
         return None
 
     def weights(self) -> dict[str, int]:
+        """The weights HAProxy applies now, read from every process."""
+        return self._agreed(self._weights_of)
+
+    def _weights_of(self, process: Process) -> dict[str, int]:
         out = {}
         for backend in self.backends:
-            answer = self.command(f"get weight {self.backend}/{backend.name}").strip()
+            answer = process.command(f"get weight {self.backend}/{backend.name}").strip()
             try:
                 out[backend.name] = int(answer.split()[0])
             except (ValueError, IndexError):
                 raise ProxyError(f"unexpected answer from haproxy for {backend.name}'s weight: {answer!r}") from None
         return out
 
-    def _rows(self) -> list[dict[str, str]]:
-        """``show stat``: one row per server line of the colours' backend."""
-        text = self.command("show stat")
+    def _agreed(self, read: Callable[[Process], T]) -> T:
+        """What every process that answers says; one that disagrees (a change cut short between two
+        processes) is set from the saved file, which each change is written to first."""
+        processes = self.processes.answering() or [self.processes.first]  # none: the first's error
+        values = [read(p) for p in processes]
+        if all(v == values[0] for v in values):
+            return values[0]
+        # No lock: what is sent is what the file already says, so a reload meanwhile reads the same.
+        weights, standby = self._saved()
+        self._send([(f"set weight {self.backend}/{server} {w}", f"weight {w} for {server}")
+                    for name, w in weights.items() for server in self._servers_of(name)])
+        if self.failover:
+            self._send([(f"set server {self.backend}/{server}{STANDBY} state "
+                         f"{'ready' if b.name == standby else 'maint'}", f"to set {server}{STANDBY}")
+                        for b in self.backends for server, _port in b.servers()])
+        values = [read(p) for p in processes]
+        if any(v != values[0] for v in values):
+            said = ", ".join(f"process {p.number}: {v}" for p, v in zip(processes, values, strict=True))
+            raise ProxyError(f"the proxy's processes disagree even after being set from {self.config_path}: {said}",
+                             "restart the process that differs (docker restart <its container>, or kill it and "
+                             "bluegreen up): it starts from the saved configuration   (runbooks/failover.md)")
+        return values[0]
+
+    def _rows(self, process: Process | None = None) -> list[dict[str, str]]:
+        """``show stat`` of one process (the first that answers): one row per server line of the colours' backend."""
+        text = process.command("show stat") if process is not None else self.command("show stat")
         lines = [line for line in text.splitlines() if line]
         if not lines or not lines[0].startswith("# "):
             raise ProxyError(f"unexpected answer to 'show stat': {text[:200]!r}")
@@ -347,16 +400,48 @@ class HAProxy:
         rows = (dict(zip(header, line.split(","), strict=False)) for line in lines[1:])
         return [row for row in rows if row.get("pxname") == self.backend]
 
-    def stats(self) -> dict[str, ServerStats]:
-        """Per-server counters: the colours, and their standby lines as ``<colour>-standby``."""
+    def _stats_of(self, process: Process) -> dict[str, ServerStats]:
         # A colour's replicas are counted together, under the colour's name (and <colour>-standby).
         key = {server + suffix: b.name + suffix for b in self.backends for server, _port in b.servers()
                for suffix in ("", STANDBY)}
         grouped: dict[str, list[ServerStats]] = {}
-        for row in self._rows():
+        for row in self._rows(process):
             if row.get("svname") in key:
                 grouped.setdefault(key[row["svname"]], []).append(ServerStats.from_haproxy(row))
         return {name: ServerStats.combined(servers) for name, servers in grouped.items()}
+
+    def stats(self) -> dict[str, ServerStats]:
+        """Per-server counters: the colours, and their standby lines as ``<colour>-standby``.
+
+        With several processes, each one's counters are summed. They never go back while this object
+        reads them: a process that restarted counts from zero again, so what it had counted before
+        is carried, and one that does not answer now (dead, starting) counts what it last did.
+        """
+        now: list[dict[str, ServerStats]] = []
+        absent: list[dict[str, ServerStats]] = []
+        for process in self.processes:
+            try:
+                identity = process.identity()
+                current = self._stats_of(process)
+            except ProxyError:
+                if self.processes.count == 1:
+                    raise
+                if process.number in self._last:
+                    absent.append(self._last[process.number][1])
+                continue
+            last = self._last.get(process.number)
+            if last is not None and _restarted(last[0], identity, last[1], current):
+                for name, counted in last[1].items():
+                    earlier = self._carried.get(name)
+                    self._carried[name] = counted if earlier is None else ServerStats.summed([counted], [earlier])
+            self._last[process.number] = (identity, current)
+            now.append(current)
+        if not now:
+            raise ProxyError(f"none of the proxy's {self.processes.count} processes answers on its runtime socket",
+                             "bluegreen status; bluegreen up")
+        return {name: ServerStats.summed([s[name] for s in now if name in s],
+                                         [s[name] for s in [*absent, self._carried] if name in s])
+                for name in now[0]}
 
     def wait_servers_up(self, color: str, timeout: float) -> bool:
         """Whether HAProxy's own health checks take every server of ``color`` as up within ``timeout``.
@@ -365,16 +450,24 @@ class HAProxy:
         until then HAProxy holds it DOWN (its last check failed while it was stopped), so weights
         moved to it now leave no server to answer. HAProxy re-checks a DOWN server every
         ``downinter`` (a quarter of proxy.check_interval_ms), and one passing check (``rise 1``)
-        brings it up.
+        brings it up. Every process of the proxy checks on its own: each must take it as up (one
+        that is not running is not asked).
         """
         servers = set(self._servers_of(color))
         if not servers:
             raise ProxyError(f"no backend named {color}; the backends are {', '.join(b.name for b in self.backends)}")
 
-        def all_up() -> bool:
-            status = {row["svname"]: row.get("status", "") for row in self._rows() if row.get("svname") in servers}
+        def up_in(process: Process) -> bool:
+            try:
+                rows = self._rows(process)
+            except ProxyError:
+                return not process.running()  # a process starting: not yet; one stopped: not asked
+            status = {row["svname"]: row.get("status", "") for row in rows if row.get("svname") in servers}
             # "UP 1/2" is a server whose last check failed, on its way down; "no check": checks are off.
             return len(status) == len(servers) and all(s in ("UP", "no check") for s in status.values())
+
+        def all_up() -> bool:
+            return all(up_in(p) for p in self.processes) and bool(self.processes.answering())
 
         return _poll(all_up, timeout)
 
@@ -389,42 +482,24 @@ class HAProxy:
         prefix = f"{self.backend}/" if self.shared is not None else ""
         servers = {prefix + server: b.name for b in self.backends for server, _port in b.servers()}
         with self._latency_lock:
-            lines = self._ring.new_lines(self.command(f"show events {TIMINGS_RING}"))
-            for (server, seconds), n in haproxy_timings(lines).items():
-                if server in servers:
-                    self._latency.setdefault(servers[server], Histogram()).observe(seconds, n)
+            # Each process times the requests it forwarded, in its own ring: every ring is read on from
+            # where its last read stopped (a restarted process's new ring from its start).
+            for process in self.processes.answering():
+                reader = self._rings.setdefault(process.number, RingReader())
+                try:
+                    lines = reader.new_lines(process.command(f"show events {TIMINGS_RING}"))
+                except ProxyError:
+                    continue  # it died between the two: its requests are counted when it is back
+                for (server, seconds), n in haproxy_timings(lines).items():
+                    if server in servers:
+                        self._latency.setdefault(servers[server], Histogram()).observe(seconds, n)
             return {name: h.cumulative() for name, h in self._latency.items()}
 
 
-def runtime_command(socket_path: Path, line: str) -> str:
-    """One command to HAProxy's runtime API on its unix socket, and the answer."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(str(socket_path))
-            sock.sendall(line.encode() + b"\n")
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-    except OSError as exc:
-        raise ProxyError(f"haproxy's runtime socket {socket_path} does not answer: {exc}") from None
-    return b"".join(chunks).decode()
-
-
-def _poll(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
-def _socket_path(directory: Path) -> Path:
-    """The admin socket: in the state directory, or in a private /tmp folder when that path is too long."""
-    path = directory / "admin.sock"
-    if len(str(path)) <= MAX_SOCKET_PATH:
-        return path
-    digest = hashlib.sha256(str(directory).encode()).hexdigest()[:16]
-    return Path("/tmp") / f"bluegreen-haproxy-{digest}" / "admin.sock"
+def _restarted(was: tuple[int, int], now: tuple[int, int], counted: dict[str, ServerStats],
+               counting: dict[str, ServerStats]) -> bool:
+    """Whether a process (its worker's pid and uptime, its counters) restarted or reloaded since it was
+    last read: another worker, less uptime, or counters that went back."""
+    return (now[0] != was[0] or now[1] < was[1]
+            or any(name in counting and counting[name].total_sessions < s.total_sessions
+                   for name, s in counted.items()))

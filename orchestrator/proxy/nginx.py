@@ -178,6 +178,10 @@ class Nginx:
         self._reload(weights, standby)
         return True
 
+    def stopped_processes(self) -> list[str]:
+        """None: nginx's own master starts a new worker when one dies."""
+        return []
+
     def set_weights(self, weights: dict[str, int]) -> None:
         self._reload({**self.weights(), **weights}, self.standby())
 

@@ -5,7 +5,8 @@ image with host networking and ``--restart unless-stopped``, its files on a bind
 same path, as kamal-proxy runs: a killed proxy process, a restarted Docker engine or a rebooted
 host brings it back with the config it last wrote, weights included, with no command.
 ``ProcessSupervisor`` runs it as a daemon on the host (its binary must be installed there); a
-killed daemon stays dead until ``bluegreen up``.
+killed daemon stays dead until ``bluegreen up``. A proxy of several processes (``processes``) has a
+supervisor for each: ``sibling(n)`` names the n-th (``<name>-n``, ``<pid file>-n``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,19 @@ PROXY_IMAGE = "bluegreen-proxy:latest"
 class Supervisor(Protocol):
     kind: str
 
-    def start(self, argv: list[str]) -> None: ...
+    def start(self, argv: list[str], env: dict[str, str] | None = None) -> None: ...
     def running(self) -> bool: ...
     def send_signal(self, sig: signal.Signals) -> None: ...
     def stop(self, graceful: signal.Signals, timeout: float) -> None: ...
     def check(self, argv: list[str]) -> subprocess.CompletedProcess[str]: ...
+    def sibling(self, number: int) -> Supervisor:
+        """The supervisor of the proxy's ``number``-th process (2, 3, …), beside this one (the first)."""
+        ...
+
+
+def numbered(path: Path, number: int) -> Path:
+    """``haproxy.pid`` for the first process of a proxy, ``haproxy-2.pid`` for the second, …"""
+    return path if number == 1 else path.with_name(f"{path.stem}-{number}{path.suffix}")
 
 
 class ProcessSupervisor:
@@ -55,8 +64,9 @@ class ProcessSupervisor:
             return pid
         return None
 
-    def start(self, argv: list[str]) -> None:
-        started = self.check(argv)
+    def start(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        started = run_tool(argv, f"the {self.name} binary {argv[0]!r} is not installed", self.missing_hint,
+                           {**os.environ, **env} if env else None)
         if started.returncode != 0:
             text = (started.stderr or started.stdout or "").strip().splitlines()
             raise ProxyError(f"{self.name} did not start: {text[-1] if text else started.returncode}")
@@ -77,6 +87,9 @@ class ProcessSupervisor:
 
     def check(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         return run_tool(argv, f"the {self.name} binary {argv[0]!r} is not installed", self.missing_hint)
+
+    def sibling(self, number: int) -> ProcessSupervisor:
+        return ProcessSupervisor(numbered(self.pid_path, number), self.marker, self.name, self.missing_hint)
 
 
 class ContainerSupervisor:
@@ -103,7 +116,7 @@ class ContainerSupervisor:
         except (docker.errors.DockerException, OSError) as exc:
             raise ProxyError(f"docker could not inspect the proxy container {self.name}: {exc}") from None
 
-    def start(self, argv: list[str]) -> None:
+    def start(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         import docker
 
         self.runtime.require_image(self.image)
@@ -114,7 +127,7 @@ class ContainerSupervisor:
         try:
             self.runtime.client.containers.run(
                 self.image, argv, name=self.name, detach=True, network_mode="host",
-                restart_policy={"Name": "unless-stopped"}, volumes=self._volumes(),
+                restart_policy={"Name": "unless-stopped"}, volumes=self._volumes(), environment=env or {},
                 user=f"{os.getuid()}:{os.getgid()}", labels={"bluegreen.project": self.runtime.project,
                                                             "bluegreen.role": "proxy"})
         except (docker.errors.DockerException, OSError) as exc:
@@ -181,3 +194,6 @@ class ContainerSupervisor:
         code, output = self.runtime.run_once(self.image, argv, {}, tuple(Mount(str(m), str(m)) for m in self.mounts),
                                              timeout=60.0)
         return subprocess.CompletedProcess(argv, code, output, "")
+
+    def sibling(self, number: int) -> ContainerSupervisor:
+        return ContainerSupervisor(self.runtime, f"{self.name}-{number}", self.mounts, self.image)

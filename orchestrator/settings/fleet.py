@@ -37,6 +37,11 @@ port = 8080
 # "container": HAProxy in the bluegreen-proxy container, restarted by the engine if it dies;
 # "process": the haproxy binary below, as a daemon on this host.
 supervisor = "container"
+# HAProxy processes sharing the listener (1 to 4). This proxy is every deployment's single point of
+# failure: with 2, a dead process costs only the requests on the connections it held (the kernel
+# sends new connections to the other at once) and is restarted with the same weights; with 1,
+# every request fails until the supervisor has restarted it (0.3-1 s).
+processes = 2
 binary = "haproxy"
 # Seconds between HAProxy's health checks of each colour, in milliseconds.
 check_interval_ms = 1000
@@ -73,6 +78,7 @@ class FleetProxy:
     host: str = "127.0.0.1"
     port: int = 8080
     supervisor: str = "container"
+    processes: int = 2
     binary: str = "haproxy"
     check_interval_ms: int = 1000
     directory: str = ".bluegreen-fleet"
@@ -186,6 +192,7 @@ def _parse(data: dict[str, Any], path: Path) -> Fleet:
         host=_ip(proxy.get("host", "127.0.0.1"), "proxy.host", where),
         port=_int(proxy.get("port", 8080), "proxy.port", where, 1, 65535),
         supervisor=_choice(proxy.get("supervisor", "container"), "proxy.supervisor", where, ("container", "process")),
+        processes=_int(proxy.get("processes", 2), "proxy.processes", where, 1, 4),
         binary=_str(proxy.get("binary", "haproxy"), "proxy.binary", where),
         check_interval_ms=_int(proxy.get("check_interval_ms", 1000), "proxy.check_interval_ms", where, 100, 60000),
         directory=_str(proxy.get("directory", ".bluegreen-fleet"), "proxy.directory", where))

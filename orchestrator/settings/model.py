@@ -73,6 +73,9 @@ class ProxySettings(_Section):
     nginx_binary: str = "nginx"
     check_interval_ms: int = Field(1000, ge=100, le=60000)
     supervisor: Literal["container", "process"] = "container"
+    # HAProxy instances sharing the listener (SO_REUSEPORT): with 2, a dead one costs only the
+    # connections it held while its supervisor restarts it (proxy/instances.py).
+    processes: int = Field(1, ge=1, le=4)
     # With a remote docker.host: "here" runs the proxy's container on this machine's engine (the
     # proxy stays where bluegreen runs), "engine" on the remote engine beside the colours.
     where: Literal["here", "engine"] = "here"
@@ -81,6 +84,13 @@ class ProxySettings(_Section):
     retry_candidate_failures: bool = False
 
     _host = field_validator("host")(_ip)
+
+    @model_validator(mode="after")
+    def _processes_are_haproxy_instances(self) -> ProxySettings:
+        if self.processes != 1 and self.driver != "haproxy":
+            raise ValueError(f"proxy.processes = {self.processes} needs driver = \"haproxy\" (nginx's own master "
+                             "already starts a new worker when one dies): set it to 1")
+        return self
 
 
 PortNumber = Annotated[int, Field(ge=1, le=65535)]

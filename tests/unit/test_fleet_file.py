@@ -27,8 +27,8 @@ def refusal(text: str, tmp_path: Path) -> str:
 def test_the_commented_template_loads_with_its_defaults_and_no_deployment(tmp_path: Path) -> None:
     (tmp_path / "fleet.toml").write_text(FLEET_TEMPLATE)
     fleet = load_fleet(tmp_path / "fleet.toml")
-    assert (fleet.proxy.port, fleet.proxy.supervisor, fleet.serve.port, fleet.alert_label, fleet.members) == (
-        8080, "container", 9900, "deployment", ())
+    assert (fleet.proxy.port, fleet.proxy.supervisor, fleet.proxy.processes, fleet.serve.port, fleet.alert_label,
+            fleet.members) == (8080, "container", 2, 9900, "deployment", ())
     assert fleet.proxy_dir == tmp_path / ".bluegreen-fleet"
 
 
@@ -45,6 +45,7 @@ def test_members_and_their_routes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("block", "message"), [
     ('\n[proxy]\nport = 0\n', "proxy.port = 0: must be a whole number in 1..65535"),
+    ('\n[proxy]\nprocesses = 5\n', "proxy.processes = 5: must be a whole number in 1..4"),
     ('\n[[deployment]]\nname = "a"\ndir = "a"\nhosts = ["a"]\nspeed = 1\n',
      "unknown key deployment[0].speed (known: dir, hosts, name, prefix, strip_prefix)"),
     ('\n[[deployment]]\nname = "Fraud"\ndir = "f"\nhosts = ["f"]\n',
@@ -105,3 +106,17 @@ def test_removing_a_deployment_keeps_the_rest_of_the_file_and_its_comments() -> 
     assert FRAUD not in without and church in without and "# a note of the operator's" in without
     assert without.startswith(FLEET_TEMPLATE)
     assert _without(text, "nobody") == text
+
+
+def test_the_listener_names_each_process_its_own_socket_when_there_are_several(tmp_path: Path) -> None:
+    """One process: the socket's path, as always. Several: the variable each is started with, whose
+    default is the first one's path (so a process started without it, as before, keeps its socket)."""
+    one = SharedHAProxy(tmp_path, "127.0.0.1", 8080, [], processes=1)
+    assert f"    stats socket {tmp_path / 'admin.sock'} mode 600 level admin\n" in one.render()
+    two = SharedHAProxy(tmp_path, "127.0.0.1", 8080, [], processes=2)
+    assert (f'    stats socket "${{BLUEGREEN_HAPROXY_SOCKET-{tmp_path / "admin.sock"}}}" mode 600 level admin\n'
+            in two.render())
+    first, second = two.processes
+    assert (second.socket_path, second.pid_path, second.env) == (
+        tmp_path / "adm-2.sock", tmp_path / "haproxy-2.pid", {"BLUEGREEN_HAPROXY_SOCKET": str(tmp_path / "adm-2.sock")})
+    assert len(str(second.socket_path)) == len(str(first.socket_path))

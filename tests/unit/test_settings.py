@@ -131,6 +131,11 @@ def test_two_services_on_one_port_are_refused(tmp_path: Path) -> None:
         ('[analysis]\nsource = "prometheus"\n',
          "invalid settings: analysis.source = 'prometheus' needs analysis.prometheus.url and at least "
          "one query in [analysis.prometheus.queries]"),
+        ('[proxy]\ndriver = "nginx"\nprocesses = 2\n',
+         'invalid settings: proxy.processes = 2 needs driver = "haproxy" (nginx\'s own master already starts a new '
+         "worker when one dies): set it to 1"),
+        ('[proxy]\nprocesses = 5\n',
+         "invalid settings: proxy.processes = 5 (in bluegreen.toml): Input should be less than or equal to 4"),
         ('[proxy]\nhost = "localhost"\n',
          "invalid settings: proxy.host = 'localhost' (in bluegreen.toml): must be an IP address such as 127.0.0.1"),
         ('project = "Has Spaces"\n',
