@@ -159,9 +159,9 @@ def measure(n: int, rate: float, runs: int) -> dict[str, object]:
             rollbacks = []
             with httpx.Client(timeout=60, headers=headers) as c:
                 for _ in range(runs):
+                    body = {"reason": "bench", "from": versions(base, 1)[0]}  # asked before the clock starts
                     began = time.perf_counter()
-                    r = c.post(f"{api}/api/deployments/{fleet.names[0]}/rollback",
-                               json={"reason": "bench", "from": versions(base, 1)[0]})
+                    r = c.post(f"{api}/api/deployments/{fleet.names[0]}/rollback", json=body)
                     rollbacks.append(time.perf_counter() - began)
                     r.raise_for_status()
                     time.sleep(0.2)
