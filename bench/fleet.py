@@ -187,6 +187,10 @@ def measure(n: int, rate: float, runs: int) -> dict[str, object]:
             fleet.run("fleet", "add", str(fleet.write(n)), "--prefix", f"/d{n}")
             fleet.run("-d", fleet.names[n], "up")
             results = [parse_hey(p.communicate(timeout=seconds + 60)[0]) for p in loads]
+            for i, r in enumerate(results):
+                if r.failed:  # what hey saw: its error distribution and status codes
+                    said = [line for line in r.raw.splitlines() if line.strip().startswith("[")]
+                    print(f"N={n}: d{i} lost {r.failed}: {said}", file=sys.stderr)
             status_times = []
             for _ in range(5):
                 began = time.perf_counter()
