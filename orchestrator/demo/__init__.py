@@ -2,6 +2,6 @@
 deployments behind one proxy (fleet.py), every figure measured in the run. A face of its own: it
 drives the product as a user would, and imports the core and below; nothing imports it but the CLI."""
 
-from bluegreen.orchestrator.demo.story import Demo, Summary, Traffic, demo
+from bluegreen.orchestrator.demo.story import Demo, Jobs, Summary, Traffic, Watcher, demo
 
-__all__ = ["Demo", "Summary", "Traffic", "demo"]
+__all__ = ["Demo", "Jobs", "Summary", "Traffic", "Watcher", "demo"]
