@@ -33,7 +33,7 @@ def test_the_wheel_and_the_install_hold_only_the_bluegreen_namespace(installed: 
          "import importlib.util as u, importlib.resources as r; "
          "print([u.find_spec(n) is None for n in ('orchestrator', 'environments', 'backups')]); "
          "print(r.files('bluegreen.orchestrator').joinpath('data/iris_holdout.json').is_file(), "
-         "r.files('bluegreen.orchestrator').joinpath('default.toml').is_file(), "
+         "r.files('bluegreen.orchestrator.settings').joinpath('default.toml').is_file(), "
          "r.files('bluegreen.environments').joinpath('model_server/Dockerfile').is_file())"],
         check=True, capture_output=True, text=True, cwd="/")
     assert probe.stdout.split("\n")[:2] == ["[True, True, True]", "True True True"]

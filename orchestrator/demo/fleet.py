@@ -36,7 +36,7 @@ ALERTED = "churn"
 class FleetSummary:
     directory: str
     fleet: str
-    proxies: int = 0  # proxy processes serving the three deployments: one
+    proxy_processes: dict[str, int] = field(default_factory=dict)  # the one listener's HAProxy processes
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> requests, failed, live version
     alert_delivery: str = ""
     alert_rollback_ms: float | None = None
@@ -62,7 +62,8 @@ class FleetSummary:
         lines = [f"{'deployment':<12} {'route':<28} {'requests':>9} {'failed':>7}  live", "-" * 66]
         for name, d in self.deployments.items():
             lines.append(f"{name:<12} {d['route']:<28} {d['requests']:>9,} {d['failed']:>7}  {d['live']}")
-        lines += ["", f"one proxy for the fleet: {self.proxies} HAProxy process(es) on one listener",
+        running, of = self.proxy_processes.get("running", 0), self.proxy_processes.get("of", 0)
+        lines += ["", f"one proxy for the fleet: one listener, {running} of {of} HAProxy processes running",
                   f"alert about {ALERTED} -> its rollback ({self.alert_delivery}): "
                   + ("-" if self.alert_rollback_ms is None else f"{self.alert_rollback_ms:.0f} ms"),
                   *(f"PROBLEM: {p}" for p in self.problems),
@@ -127,7 +128,7 @@ class FleetDemo:
         self.phase = "up"
         self.log("bluegreen fleet up: the shared proxy and each deployment's v1 on blue")
         self.run_cli("fleet", "up")
-        self.summary.proxies = self.proxy_processes()
+        self.summary.proxy_processes = json.loads(self.run_cli("fleet", "status", "--json"))["proxy_processes"]
         base = f"http://127.0.0.1:{self.proxy_port}"
         traffic = {role: Traffic(base + prefix, lambda: self.phase, lambda: {}, self.began, threads=1,
                                  headers=headers) for role, (_args, prefix, headers) in ROUTES.items()}
@@ -149,15 +150,6 @@ class FleetDemo:
             self.summary.deployments[name] = {"role": role, "route": routes[name], "requests": t.sent,
                                               "failed": t.failed, "live": live, "failures": t.failures[:5]}
         return self.summary
-
-    def proxy_processes(self) -> int:
-        pid = self.root / ".bluegreen-fleet" / "haproxy.pid"
-        if pid.exists():
-            return 1
-        listed = subprocess.run(["docker", "ps", "-q", "--filter", "label=bluegreen.role=proxy",
-                                 "--filter", f"name=bluegreen-fleet-{self.root.name[:30].lower()}"],
-                                capture_output=True, text=True)
-        return len(listed.stdout.split())
 
     def start_serve(self) -> None:
         import httpx
