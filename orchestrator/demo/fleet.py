@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.orchestrator.common.ports import free_ports
+from bluegreen.orchestrator.demo import alertmanager
 from bluegreen.orchestrator.demo.story import Traffic, Watcher
 from bluegreen.orchestrator.errors import BluegreenError
 
@@ -183,32 +184,15 @@ class FleetDemo:
         name = self.names[ALERTED]
         watcher = Watcher(base + ROUTES[ALERTED][1])
         labels = {"alertname": "ModelErrorRateHigh", "severity": "critical", "deployment": name}
-        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        binary = alertmanager.binary()
         try:
             if binary:
                 self.summary.alert_delivery = "a real Alertmanager"
-                config = self.root / "alertmanager.yml"
                 token_file = self.root / ".fleet-token"
                 token_file.write_text(self.token)
                 token_file.chmod(0o600)
-                config.write_text(json.dumps({
-                    "route": {"receiver": "fleet", "group_by": ["alertname", "deployment"], "group_wait": "0s",
-                              "group_interval": "1s", "repeat_interval": "1h"},
-                    "receivers": [{"name": "fleet", "webhook_configs": [{
-                        "url": f"http://127.0.0.1:{self.serve_port}/api/alerts", "send_resolved": False,
-                        "http_config": {"authorization": {"type": "Bearer",
-                                                          "credentials_file": str(token_file)}}}]}]}))
-                am = subprocess.Popen([binary, f"--config.file={config}", f"--storage.path={self.root / 'am'}",
-                                       f"--web.listen-address=127.0.0.1:{self.am_port}", "--cluster.listen-address="],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-                self.children.append(am)
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    try:
-                        if httpx.get(f"http://127.0.0.1:{self.am_port}/-/ready", timeout=1).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        time.sleep(0.1)
+                self.children.append(alertmanager.start(binary, self.root, self.am_port, self.serve_port, token_file,
+                                                        ["alertname", "deployment"]))
                 self.log(f"an alert about {name} to Alertmanager; it delivers to the fleet's serve")
                 t0 = time.monotonic()
                 httpx.post(f"http://127.0.0.1:{self.am_port}/api/v2/alerts", json=[{"labels": labels}],

@@ -11,7 +11,6 @@ failed requests, rows kept, backups verified.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.orchestrator.common.ports import free_ports
+from bluegreen.orchestrator.demo import alertmanager
 from bluegreen.orchestrator.errors import BluegreenError
 
 PREDICT = {"features": [5.9, 3.0, 5.1, 1.8]}
@@ -535,30 +535,13 @@ class Demo:
 
         version = self.live()[1]
         before = self.api("GET", "/api/history")["releases"][0]["id"]
-        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        binary = alertmanager.binary()
         labels = {"alertname": "ModelErrorRateHigh", "severity": "critical", "service": self.name}
         t0 = time.monotonic()
         if binary:
             self.summary.alert_delivery = "a real Alertmanager"
-            config = self.root / "alertmanager.yml"
-            auth = {"authorization": {"type": "Bearer", "credentials_file": str(self.token_file)}}
-            config.write_text(json.dumps({
-                "route": {"receiver": "bluegreen", "group_by": ["alertname"], "group_wait": "0s",
-                          "group_interval": "1s", "repeat_interval": "1h"},
-                "receivers": [{"name": "bluegreen", "webhook_configs": [{
-                    "url": f"http://127.0.0.1:{self.serve_port}/api/alerts", "send_resolved": False,
-                    "http_config": auth}]}]}))
-            am = subprocess.Popen([binary, f"--config.file={config}", f"--storage.path={self.root / 'alertmanager'}",
-                                   f"--web.listen-address=127.0.0.1:{self.am_port}", "--cluster.listen-address="],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            self.children.append(am)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{self.am_port}/-/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            self.children.append(alertmanager.start(binary, self.root, self.am_port, self.serve_port, self.token_file,
+                                                    ["alertname"]))
             self.log(f"an alert to Alertmanager ({labels['alertname']}, severity critical); it delivers to serve")
             t0 = time.monotonic()
             httpx.post(f"http://127.0.0.1:{self.am_port}/api/v2/alerts", json=[{"labels": labels}],
